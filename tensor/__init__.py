@@ -1,0 +1,27 @@
+"""tensor: a small, readable deep-learning framework over NumPy, with Numba kernels.
+
+    import tensor
+    x = tensor.randn(3, 4, requires_grad=True)
+    loss = (x @ x.T).sum()
+    loss.backward()          # x.grad now holds dLoss/dx
+
+The Tensor and the graph walk are in `tensor/tensor.py`; every op and its backward in
+`tensor/functional.py`; the Numba kernels in `tensor/kernels/`; `tensor.nn` and `tensor.optim`
+build layers and optimizers on top.  Nothing here knows about GPT.
+"""
+from .tensor import (Tensor, tensor, zeros, ones, randn, arange, no_grad, enable_grad,
+                     is_grad_enabled, manual_seed, default_generator)
+from . import functional
+from .functional import (add, sub, mul, div, truediv, neg, pow, exp, log, sqrt, tanh, relu, gelu,
+                         cast, sum, mean, max, var, reshape, transpose, permute, getitem,
+                         concatenate, cat, stack, split, where, masked_fill, matmul, softmax,
+                         log_softmax, cross_entropy, layer_norm, dropout, embedding, unbroadcast)
+from .gradcheck import gradcheck, GradcheckError
+
+# The differentiable ops, by name: the gradient tests check that each one of these has a test.
+OPS = ("add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "tanh", "relu", "gelu",
+       "cast", "sum", "mean", "max", "var", "reshape", "transpose", "permute", "getitem",
+       "concatenate", "stack", "split", "where", "masked_fill", "matmul", "softmax",
+       "log_softmax", "cross_entropy", "layer_norm", "dropout", "embedding")
+
+__version__ = "0.1.0"

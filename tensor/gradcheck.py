@@ -1,0 +1,103 @@
+"""Check a function's backward against central finite differences, in float64.
+
+For f: inputs -> output, backprop computes vector-Jacobian products uᵀJ for an upstream
+gradient u.  Central differences approximate Jacobian-vector products:
+
+    J v ≈ (f(x + eps·v) - f(x - eps·v)) / (2 eps)        (error O(eps²))
+
+so for random u and v the two sides of  uᵀ(J v) = (uᵀJ) v  must agree.  Small inputs are
+checked element by element (v = each unit vector: the full Jacobian, row by row through u);
+large ones along a few random directions v, which catches any wrong entry with probability 1.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .tensor import Tensor, no_grad
+
+FULL_JACOBIAN_MAX = 64      # inputs with at most this many elements are checked element-wise
+
+
+class GradcheckError(AssertionError):
+    pass
+
+
+def _evaluate(fn, inputs):
+    out = fn(*inputs)
+    if not isinstance(out, Tensor):
+        raise TypeError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
+    return out
+
+
+def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3,
+              n_directions: int = 3, seed: int = 0, raise_on_failure: bool = True) -> bool:
+    """Compare backprop with central differences for every input that requires gradients.
+
+    fn:      a function of the inputs returning one Tensor (any shape).
+    inputs:  Tensors (float64; float32 ones are checked in a float64 copy) or other arguments
+             passed through unchanged.
+    Returns True, or raises GradcheckError naming the input, the element and both values.
+    """
+    rng = np.random.default_rng(seed)
+    inputs = [Tensor(x.data.astype(np.float64), requires_grad=x.requires_grad)
+              if isinstance(x, Tensor) and x.dtype.kind == "f" else x for x in inputs]
+    checked = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
+    if not checked:
+        raise ValueError("gradcheck: no input has requires_grad=True, so there is nothing to check")
+
+    # Backprop once with a random upstream gradient u:  grads[i] = uᵀ J_i
+    out = _evaluate(fn, inputs)
+    if out.dtype != np.float64:
+        raise TypeError(f"gradcheck: fn returned {out.dtype}; it must keep float64 inputs in "
+                        f"float64 (finite differences in float32 are too coarse to check)")
+    u = rng.standard_normal(out.shape)
+    for i in checked:
+        inputs[i].grad = None
+    out.backward(u)
+    grads = {i: (inputs[i].grad if inputs[i].grad is not None
+                 else np.zeros_like(inputs[i].data)) for i in checked}
+
+    def directional(i, v):
+        """uᵀ (J_i v) by central differences."""
+        x = inputs[i].data
+        base = x.copy()
+        with no_grad():
+            x[...] = base + eps * v
+            plus = _evaluate(fn, inputs).data
+            x[...] = base - eps * v
+            minus = _evaluate(fn, inputs).data
+            x[...] = base
+        return float(np.sum(u * (plus - minus)) / (2 * eps))
+
+    for i in checked:
+        x = inputs[i].data
+        if x.size <= FULL_JACOBIAN_MAX:
+            for flat in range(x.size):
+                v = np.zeros_like(x)
+                v.flat[flat] = 1.0
+                numeric = directional(i, v)
+                analytic = float(grads[i].flat[flat])
+                if not abs(numeric - analytic) <= atol + rtol * abs(numeric):
+                    where = np.unravel_index(flat, x.shape) if x.ndim else ()
+                    return _fail(raise_on_failure,
+                                 f"gradcheck: input {i} (shape {x.shape}), element {where}: "
+                                 f"backprop gives {analytic:.10g}, finite differences give "
+                                 f"{numeric:.10g}")
+        else:
+            for k in range(n_directions):
+                v = rng.standard_normal(x.shape)
+                numeric = directional(i, v)
+                analytic = float(np.sum(grads[i] * v))
+                scale = np.sqrt(x.size)   # the sums grow like √n; compare on that scale
+                if not abs(numeric - analytic) <= atol * scale + rtol * abs(numeric):
+                    return _fail(raise_on_failure,
+                                 f"gradcheck: input {i} (shape {x.shape}), random direction {k}: "
+                                 f"backprop gives <grad, v> = {analytic:.10g}, finite differences "
+                                 f"give {numeric:.10g}")
+    return True
+
+
+def _fail(raise_on_failure, message):
+    if raise_on_failure:
+        raise GradcheckError(message)
+    return False

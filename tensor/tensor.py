@@ -1,0 +1,309 @@
+"""The Tensor: a NumPy array that remembers how it was made, so gradients can flow back.
+
+Every op (in `tensor/functional.py`) computes its output with NumPy, then attaches a small
+`backward(g)` closure that knows how to turn the gradient `g` of the output into gradients of
+its inputs (the chain rule, one op at a time). `Tensor.backward()` walks the graph from the
+output to the leaves in reverse topological order and calls those closures.
+
+Vocabulary used throughout: `x, w, b` are inputs, `out` is the result, `g` is the gradient
+arriving at `out`, and `dx, dw, db` are the gradients leaving towards the inputs.
+"""
+from __future__ import annotations
+
+import contextlib
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+DEFAULT_DTYPE = np.dtype(np.float32)
+
+# ---------------------------------------------------------------------------------------------
+# Gradient mode: `with no_grad():` turns graph building off (inference, optimizer updates).
+# ---------------------------------------------------------------------------------------------
+_grad_enabled = True
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Context manager: ops inside it record no graph, so no memory is kept for backward."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+@contextlib.contextmanager
+def enable_grad():
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, True
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def _freed_backward(g):
+    raise RuntimeError(
+        "backward: this part of the graph was already used by an earlier .backward() call and "
+        "its saved values were freed to save memory. Call .backward(retain_graph=True) the first "
+        "time if you need to backpropagate through the same graph twice.")
+
+
+class Tensor:
+    """An n-dimensional array (float32 by default) with optional gradient tracking."""
+
+    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "_op", "__weakref__")
+    __array_priority__ = 1000  # so `ndarray + Tensor` calls Tensor.__radd__, not NumPy's add
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None):
+        self.data = _to_array(data, dtype)
+        if requires_grad and self.data.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"Tensor: only float32/float64 tensors can require gradients, "
+                            f"got dtype {self.data.dtype}")
+        self.grad = None              # np.ndarray of the same shape once backward has run
+        self.requires_grad = bool(requires_grad)
+        self._parents = ()            # the tensors this one was computed from
+        self._backward = None         # closure g -> accumulate into the parents' .grad
+        self._op = ""                 # the op's name, for error messages and graph drawing
+
+    # -- the basics ----------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def numpy(self) -> np.ndarray:
+        """The underlying array (shared, not copied)."""
+        return self.data
+
+    def item(self) -> float:
+        if self.data.size != 1:
+            raise ValueError(f"item: only a tensor with one element can be turned into a Python "
+                             f"number, this one has shape {self.shape}")
+        return self.data.item()
+
+    def detach(self) -> "Tensor":
+        """A tensor sharing the same data but cut off from the graph."""
+        return Tensor(self.data)
+
+    def astype(self, dtype) -> "Tensor":
+        return _F.cast(self, dtype)
+
+    def float64(self) -> "Tensor":
+        return self.astype(np.float64)
+
+    def float32(self) -> "Tensor":
+        return self.astype(np.float32)
+
+    def __repr__(self) -> str:
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        op = f", op={self._op}" if self._op else ""
+        body = np.array2string(self.data, precision=4, threshold=20, edgeitems=2)
+        return f"Tensor({body}, dtype={self.dtype}{grad}{op})"
+
+    def __bool__(self):
+        raise TypeError("Tensor: truth value is ambiguous; compare .item() or use .numpy()")
+
+    # -- backpropagation -----------------------------------------------------------------------
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
+        """Fill `.grad` of every leaf tensor that requires gradients and that this tensor depends on.
+
+        grad: the gradient of some final scalar with respect to this tensor. It may be omitted for
+        a one-element tensor (a loss), where it is 1. The saved intermediates of the graph are
+        released afterwards unless `retain_graph=True`.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require gradients (no input had "
+                               "requires_grad=True, or it was computed under no_grad())")
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward: a tensor of shape {self.shape} is not a scalar, so "
+                                   f"the starting gradient is ambiguous; pass grad= an array of "
+                                   f"shape {self.shape} (for a loss, reduce it to one number first)")
+            grad = np.ones_like(self.data)
+        else:
+            grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
+            if grad.shape != self.shape:
+                raise ValueError(f"backward: grad has shape {grad.shape} but the tensor has shape "
+                                 f"{self.shape}")
+
+        order = self._topological_order()
+        for t in order:                           # every node starts at zero, then `+=`
+            if t.grad is None or t._backward is not None:  # (a leaf keeps what it had before)
+                t.grad = np.zeros_like(t.data)
+        self.grad += grad
+
+        for t in reversed(order):                 # outputs before inputs
+            if t._backward is None:
+                continue                          # a leaf
+            t._backward(t.grad)
+            if not retain_graph:
+                t._backward = _freed_backward     # drop the closure and what it saved
+                t._parents = ()
+            t.grad = None                         # intermediate gradients are not kept
+
+    def _topological_order(self) -> list:
+        """Nodes that require grad, each after all of its parents. Iterative: graphs may be deep."""
+        order, visited = [], set()
+        stack = [(self, False)]
+        while stack:
+            node, parents_done = stack.pop()
+            if parents_done:
+                order.append(node)
+                continue
+            if id(node) in visited:
+                continue
+            visited.add(id(node))
+            stack.append((node, True))
+            for p in node._parents:
+                if p.requires_grad and id(p) not in visited:
+                    stack.append((p, False))
+        return order
+
+    # -- operators: thin wrappers over tensor.functional ---------------------------------------
+    def __add__(self, other):      return _F.add(self, other)
+    def __radd__(self, other):     return _F.add(other, self)
+    def __sub__(self, other):      return _F.sub(self, other)
+    def __rsub__(self, other):     return _F.sub(other, self)
+    def __mul__(self, other):      return _F.mul(self, other)
+    def __rmul__(self, other):     return _F.mul(other, self)
+    def __truediv__(self, other):  return _F.div(self, other)
+    def __rtruediv__(self, other): return _F.div(other, self)
+    def __matmul__(self, other):   return _F.matmul(self, other)
+    def __rmatmul__(self, other):  return _F.matmul(other, self)
+    def __neg__(self):             return _F.neg(self)
+
+    def __pow__(self, exponent):
+        return _F.pow(self, exponent)
+
+    def __getitem__(self, index):
+        return _F.getitem(self, index)
+
+    # -- methods, so that `x.exp().sum(axis=-1)` reads naturally --------------------------------
+    def exp(self):                 return _F.exp(self)
+    def log(self):                 return _F.log(self)
+    def sqrt(self):                return _F.sqrt(self)
+    def tanh(self):                return _F.tanh(self)
+    def relu(self):                return _F.relu(self)
+    def gelu(self):                return _F.gelu(self)
+    def sum(self, axis=None, keepdims=False):  return _F.sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return _F.mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False):  return _F.max(self, axis, keepdims)
+    def var(self, axis=None, keepdims=False):  return _F.var(self, axis, keepdims)
+    def reshape(self, *shape):     return _F.reshape(self, *shape)
+    def transpose(self, *axes):    return _F.transpose(self, *axes)
+    def permute(self, *axes):      return _F.permute(self, *axes)
+    def softmax(self, axis=-1):    return _F.softmax(self, axis)
+    def log_softmax(self, axis=-1): return _F.log_softmax(self, axis)
+
+    @property
+    def T(self):
+        return _F.transpose(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Turning user input into arrays
+# ---------------------------------------------------------------------------------------------
+def _to_array(data, dtype=None) -> np.ndarray:
+    if isinstance(data, Tensor):
+        data = data.data
+    if dtype is not None:
+        dtype = np.dtype(dtype)
+        if dtype.kind not in "fiub":
+            raise TypeError(f"Tensor: unsupported dtype {dtype}; use float32, float64, or an "
+                            f"integer/bool dtype for indices and masks")
+        return np.asarray(data, dtype=dtype)
+    if isinstance(data, np.ndarray):
+        if data.dtype.kind == "f":
+            # float16 and long double are not supported by the kernels; float32 is the default
+            return data if data.dtype in FLOAT_DTYPES else data.astype(DEFAULT_DTYPE)
+        if data.dtype.kind in "iub":
+            return data                    # indices, targets and masks keep their dtype
+        raise TypeError(f"Tensor: unsupported array dtype {data.dtype} (use float32 or float64)")
+    if isinstance(data, (np.generic, numbers.Number)) and not isinstance(data, (bool, np.bool_)):
+        if isinstance(data, complex) or np.iscomplexobj(data):
+            raise TypeError("Tensor: complex numbers are not supported")
+        return np.asarray(data, dtype=DEFAULT_DTYPE)
+    if isinstance(data, (list, tuple)):
+        arr = np.asarray(data)
+        if arr.dtype.kind in "fiu":
+            return arr.astype(DEFAULT_DTYPE)
+        if arr.dtype.kind == "b":
+            return arr
+        raise TypeError(f"Tensor: cannot make a tensor from a list of {arr.dtype} values")
+    raise TypeError(f"Tensor: cannot make a tensor from {type(data).__name__}; "
+                    f"pass a number, a (nested) list, or a NumPy array")
+
+
+# ---------------------------------------------------------------------------------------------
+# Creation helpers
+# ---------------------------------------------------------------------------------------------
+def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
+    """Make a tensor from a number, a nested list or a NumPy array (float32 unless told)."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+def _shape(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(shape[0])
+    return tuple(shape)
+
+
+_default_rng = np.random.default_rng()
+
+
+def manual_seed(seed: int) -> None:
+    """Seed the generator used by randn() and dropout() when no generator is passed."""
+    global _default_rng
+    _default_rng = np.random.default_rng(seed)
+
+
+def default_generator() -> np.random.Generator:
+    return _default_rng
+
+
+def zeros(*shape, dtype=DEFAULT_DTYPE, requires_grad=False) -> Tensor:
+    return Tensor(np.zeros(_shape(shape), dtype=dtype), requires_grad=requires_grad)
+
+
+def ones(*shape, dtype=DEFAULT_DTYPE, requires_grad=False) -> Tensor:
+    return Tensor(np.ones(_shape(shape), dtype=dtype), requires_grad=requires_grad)
+
+
+def randn(*shape, dtype=DEFAULT_DTYPE, requires_grad=False, generator=None, seed=None) -> Tensor:
+    """Standard normal samples. Pass `generator=np.random.default_rng(seed)` or `seed=` to repeat."""
+    if generator is not None:
+        rng = generator
+    else:
+        rng = np.random.default_rng(seed) if seed is not None else _default_rng
+    return Tensor(rng.standard_normal(_shape(shape)).astype(dtype), requires_grad=requires_grad)
+
+
+def arange(start, stop=None, step=1, dtype=DEFAULT_DTYPE) -> Tensor:
+    return Tensor(np.arange(start, stop, step, dtype=dtype) if stop is not None
+                  else np.arange(start, dtype=dtype))
+
+
+# The ops live in tensor/functional.py, which imports this file; bind it last.
+from . import functional as _F  # noqa: E402

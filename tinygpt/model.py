@@ -1,0 +1,201 @@
+"""GPT-2, top to bottom, with the names of the released model.
+
+    idx (B, T) ── wte + wpe ──> x (B, T, C)
+      └─ for each block h.i:   x = x + attn(ln_1(x));   x = x + mlp(ln_2(x))
+    ln_f(x) @ wteᵀ ──> logits (B, T, vocab)        (the output projection is the token table)
+
+B = batch, T = time (tokens), C = n_embd, nh = n_head, hs = C // nh (head size).
+Every Linear stores its weight [in, out], as GPT-2's Conv1D layers do, so released weights load
+one to one (see tinygpt/pretrained.py).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, asdict, fields
+
+import numpy as np
+
+import tensor
+from tensor import functional as F
+from tensor import nn
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50257
+    block_size: int = 1024    # the longest context (GPT-2's n_positions)
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True         # GPT-2 has biases in every Linear and LayerNorm
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"GPTConfig: {name} must be a positive integer, "
+                                 f"got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPTConfig: n_embd ({self.n_embd}) must be divisible by n_head "
+                             f"({self.n_head}) so each head gets n_embd / n_head dimensions")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig: dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"GPTConfig: unknown fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+# n_layer / n_head / n_embd of the released sizes, and two small ones for a laptop CPU
+PRESETS = {
+    "gpt2":             dict(n_layer=12, n_head=12, n_embd=768,  block_size=1024, vocab_size=50257),
+    "gpt2-medium":      dict(n_layer=24, n_head=16, n_embd=1024, block_size=1024, vocab_size=50257),
+    "gpt2-large":       dict(n_layer=36, n_head=20, n_embd=1280, block_size=1024, vocab_size=50257),
+    "gpt2-xl":          dict(n_layer=48, n_head=25, n_embd=1600, block_size=1024, vocab_size=50257),
+    "shakespeare-char": dict(n_layer=6,  n_head=6,  n_embd=384,  block_size=256,  dropout=0.2),
+    "baby":             dict(n_layer=4,  n_head=4,  n_embd=128,  block_size=64,   dropout=0.0),
+}
+
+
+class CausalSelfAttention(nn.Module):
+    """Each token builds a query, a key and a value; it attends to itself and earlier tokens."""
+
+    def __init__(self, cfg: GPTConfig, rng, dtype):
+        super().__init__()
+        self.n_head, self.n_embd = cfg.n_head, cfg.n_embd
+        proj_std = 0.02 / math.sqrt(2 * cfg.n_layer)   # residual projections: GPT-2's scaled init
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, cfg.bias, dtype, rng, std=0.02)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, cfg.bias, dtype, rng, std=proj_std)
+        self.attn_dropout = nn.Dropout(cfg.dropout, rng)
+        self.resid_dropout = nn.Dropout(cfg.dropout, rng)
+
+    def forward(self, x, cache=None):
+        B, T, C = x.shape
+        nh, hs = self.n_head, C // self.n_head
+        qkv = self.c_attn(x)                                        # (B, T, 3C)
+        q, k, v = F.split(qkv, 3, axis=-1)                          # 3 × (B, T, C)
+        q = q.reshape(B, T, nh, hs).transpose(1, 2)                 # (B, nh, T, hs)
+        k = k.reshape(B, T, nh, hs).transpose(1, 2)                 # (B, nh, T, hs)
+        v = v.reshape(B, T, nh, hs).transpose(1, 2)                 # (B, nh, T, hs)
+        if cache is not None:   # generation: prepend the keys and values of earlier tokens
+            k, v = cache.extend(k, v)                               # (B, nh, Tk, hs)
+        att = q @ k.transpose(-2, -1)                               # (B, nh, T, Tk)
+        att = F.softmax(att, axis=-1, scale=1.0 / math.sqrt(hs), causal=True)
+        att = self.attn_dropout(att)
+        y = att @ v                                                 # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, C)                      # (B, T, C): heads side by side
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    """Widen 4×, GELU, project back."""
+
+    def __init__(self, cfg: GPTConfig, rng, dtype):
+        super().__init__()
+        proj_std = 0.02 / math.sqrt(2 * cfg.n_layer)
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, cfg.bias, dtype, rng, std=0.02)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, cfg.bias, dtype, rng, std=proj_std)
+        self.dropout = nn.Dropout(cfg.dropout, rng)
+
+    def forward(self, x):
+        h = F.gelu(self.c_fc(x))                                    # (B, T, 4C)
+        return self.dropout(self.c_proj(h))                         # (B, T, C)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig, rng, dtype):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=1e-5, bias=cfg.bias, dtype=dtype)
+        self.attn = CausalSelfAttention(cfg, rng, dtype)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=1e-5, bias=cfg.bias, dtype=dtype)
+        self.mlp = MLP(cfg, rng, dtype)
+
+    def forward(self, x, cache=None):
+        x = x + self.attn(self.ln_1(x), cache)                      # (B, T, C)
+        x = x + self.mlp(self.ln_2(x))                              # (B, T, C)
+        return x
+
+
+class KVCache:
+    """Keys and values of the tokens seen so far, one pair per layer, for fast generation."""
+
+    def __init__(self, n_layer: int):
+        self.layers = [None] * n_layer
+        self.layer = 0          # which layer the next extend() belongs to
+
+    @property
+    def length(self) -> int:
+        return 0 if self.layers[0] is None else self.layers[0][0].shape[2]
+
+    def extend(self, k, v):
+        old = self.layers[self.layer]
+        if old is not None:
+            k = tensor.Tensor(np.concatenate([old[0], k.data], axis=2))   # (B, nh, Tk, hs)
+            v = tensor.Tensor(np.concatenate([old[1], v.data], axis=2))
+        self.layers[self.layer] = (k.data, v.data)
+        self.layer = (self.layer + 1) % len(self.layers)
+        return k, v
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig, seed: int | None = None, dtype=np.float32):
+        super().__init__()
+        self.config = config
+        rng = np.random.default_rng(seed)
+        dtype = np.dtype(dtype)
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd, dtype, rng, std=0.02)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd, dtype, rng, std=0.02)
+        self.drop = nn.Dropout(config.dropout, rng)
+        self.h = nn.ModuleList([Block(config, rng, dtype) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias, dtype=dtype)
+        # no lm_head: the logits reuse wte.weight (weight tying, as in GPT-2)
+
+    @classmethod
+    def from_preset(cls, name: str, seed: int | None = None, **overrides) -> "GPT":
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        return cls(GPTConfig(**{**PRESETS[name], **overrides}), seed=seed)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str) -> "GPT":
+        from .pretrained import load_pretrained
+        return load_pretrained(name_or_path)[0]
+
+    def forward(self, idx, targets=None, cache: KVCache | None = None, last_only: bool = False):
+        """idx: (B, T) token ids. Returns (logits, loss); loss is None without targets.
+        With a cache, idx holds only the new tokens; their positions continue after the cache.
+        last_only: compute logits for the last position only (generation)."""
+        idx = np.asarray(idx.data if isinstance(idx, tensor.Tensor) else idx)
+        if idx.ndim == 1:
+            idx = idx[None, :]                                      # (1, T)
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"GPT.forward: {start + T} positions but the model's block_size is "
+                             f"{self.config.block_size}; crop the context to its last "
+                             f"{self.config.block_size} tokens")
+        pos = np.arange(start, start + T)                           # (T,)
+        x = self.wte(idx) + self.wpe(pos)                           # (B, T, C) + (T, C)
+        x = self.drop(x)
+        for block in self.h:
+            x = block(x, cache)                                     # (B, T, C)
+        x = self.ln_f(x)
+        if last_only:
+            x = x[:, -1:, :]                                        # (B, 1, C)
+        logits = x @ self.wte.weight.T                              # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            targets = np.asarray(targets.data if isinstance(targets, tensor.Tensor) else targets)
+            loss = F.cross_entropy(logits, targets, ignore_index=-1)
+        return logits, loss
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        n = super().num_parameters()
+        return n - self.wpe.weight.size if non_embedding else n
