@@ -221,10 +221,11 @@ _GELU_C = math.sqrt(2.0 / math.pi)
 #   dx = g * [½(1 + t) + ½x(1 - t²) c (1 + 3·0.044715x²)],  t = tanh(u)
 def gelu(x) -> Tensor:
     x = as_tensor(x)
-    t = np.tanh(_GELU_C * (x.data + 0.044715 * x.data ** 3))
+    x2 = x.data * x.data                     # (x·x·x is much faster than x ** 3 in NumPy)
+    t = np.tanh(_GELU_C * x.data * (1 + 0.044715 * x2))
     out = 0.5 * x.data * (1 + t)
     def backward(g):
-        dudx = _GELU_C * (1 + 3 * 0.044715 * x.data ** 2)
+        dudx = _GELU_C * (1 + 3 * 0.044715 * x2)
         x.grad += g * (0.5 * (1 + t) + 0.5 * x.data * (1 - t * t) * dudx)
     return _node(out, "gelu", (x,), backward)
 

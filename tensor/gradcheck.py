@@ -34,13 +34,15 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 
     """Compare backprop with central differences for every input that requires gradients.
 
     fn:      a function of the inputs returning one Tensor (any shape).
-    inputs:  Tensors (float64; float32 ones are checked in a float64 copy) or other arguments
-             passed through unchanged.
+    inputs:  Tensors (float64 ones are perturbed in place and restored; float32 ones are
+             checked in a float64 copy) or other arguments passed through unchanged.
     Returns True, or raises GradcheckError naming the input, the element and both values.
     """
     rng = np.random.default_rng(seed)
+    # float64 tensors are used as they are (perturbed in place, then restored), so fn may also
+    # reach them another way, e.g. as a model's parameters; float32 ones become float64 copies.
     inputs = [Tensor(x.data.astype(np.float64), requires_grad=x.requires_grad)
-              if isinstance(x, Tensor) and x.dtype.kind == "f" else x for x in inputs]
+              if isinstance(x, Tensor) and x.dtype == np.float32 else x for x in inputs]
     checked = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if not checked:
         raise ValueError("gradcheck: no input has requires_grad=True, so there is nothing to check")
@@ -61,11 +63,13 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 
         """uᵀ (J_i v) by central differences."""
         x = inputs[i].data
         base = x.copy()
-        with no_grad():
-            x[...] = base + eps * v
-            plus = _evaluate(fn, inputs).data
-            x[...] = base - eps * v
-            minus = _evaluate(fn, inputs).data
+        try:
+            with no_grad():
+                x[...] = base + eps * v
+                plus = _evaluate(fn, inputs).data
+                x[...] = base - eps * v
+                minus = _evaluate(fn, inputs).data
+        finally:
             x[...] = base
         return float(np.sum(u * (plus - minus)) / (2 * eps))
 

@@ -255,7 +255,7 @@ def _read_header(f, path: str) -> _Header:
         raise _error(path, f"the header length field says {n:,} bytes but the file is only {file_size:,} bytes")
     header = _parse_header_json(_read_exact(f, n, path), path)
 
-    metadata = _check_metadata(path, header.pop("__metadata__", {}))
+    metadata = _check_metadata(path, header.pop("__metadata__", None))
     entries = [_check_entry(path, name, info) for name, info in header.items()]
     data_len = file_size - 8 - n
     entries = _check_layout(path, entries, data_len, n)
@@ -304,6 +304,8 @@ def _parse_header_json(raw: bytes, path: str) -> dict[str, Any]:
 
 
 def _check_metadata(path: str, metadata: Any) -> dict[str, str]:
+    if metadata is None:  # absent, or null as the reference implementation also accepts
+        return {}
     if not isinstance(metadata, dict):
         raise _error(path, f"must be an object of strings, got {_json_type(metadata)}", key="__metadata__")
     for key, value in metadata.items():

@@ -27,7 +27,7 @@ Matching tiktoken
 `GPT2Tokenizer.encode` gives the same ids as tiktoken's `gpt2` encoding. Caveats:
 
 * The GPT-2 regex uses \\p{L} (letters) and \\p{N} (numbers), which Python's `re` does not have. We build
-  those classes from `unicodedata` (categories L* and N*) on first use. Python 3.11's `unicodedata` is
+  those classes from `unicodedata` (categories L* and N*) at import. Python 3.11's `unicodedata` is
   Unicode 14.0; tiktoken's Rust regex engine may use a newer Unicode version, so text containing code
   points that were *unassigned* in the Unicode version of your Python can be cut differently.
   Every code point assigned in Unicode 14 is checked against tiktoken in tests/test_bpe.py.
@@ -70,52 +70,51 @@ _MAX_CACHE = 100_000  # pre-token cache entries; cleared when full so memory sta
 # Pre-tokenizer: the GPT-2 regex translated to Python's `re`
 # ---------------------------------------------------------------------------------------------------
 
-def _category_ranges(major_of_codepoint: str, major: str, limit: int) -> str:
-    """Character-class body covering the code points <= limit whose category starts with `major`."""
-    parts = []
-    for m in re.finditer(f"{major}+", major_of_codepoint):  # runs of consecutive code points
-        lo, hi = m.start(), min(m.end() - 1, limit)
-        if lo <= limit:
-            parts.append(f"\\U{lo:08x}" if lo == hi else f"\\U{lo:08x}-\\U{hi:08x}")
-    return "".join(parts)
+def _ranges(categories: str, major: str) -> str:
+    """Character-class body: the code points whose category letter in `categories` is `major`, as ranges."""
+    runs = [(m.start(), m.end() - 1) for m in re.finditer(f"{major}+", categories)]
+    return "".join(f"\\u{lo:04x}" if lo == hi else f"\\u{lo:04x}-\\u{hi:04x}" for lo, hi in runs)
 
 
-@functools.lru_cache(maxsize=None)
-def _pretokenizers() -> tuple[re.Pattern, re.Pattern]:
-    """Compile the GPT-2 pattern twice: for all of Unicode, and for the Basic Multilingual Plane only.
-
-    Python's `re` stores the BMP part of a character class as a fast bitmap but checks code points above
-    U+FFFF range by range, which makes the full pattern ~4x slower. Most text has no such code points
-    (emoji are the common exception), so we use the BMP-only pattern whenever it gives the same answer.
-    Built on first use (~0.3 s), not at import.
-    """
-    # First letter of the general category of every code point: "L" letter, "N" number, ...
-    major = "".join(map(unicodedata.category, map(chr, range(sys.maxunicode + 1))))[::2]
-
-    def compile_up_to(limit: int) -> re.Pattern:
-        L = _category_ranges(major, "L", limit)
-        N = _category_ranges(major, "N", limit)
-        S = WHITE_SPACE
-        return re.compile(
-            rf"'s|'t|'re|'ve|'m|'ll|'d"
-            rf"| ?[{L}]+"              # ' ?\p{L}+'  an optional space, then letters
-            rf"| ?[{N}]+"              # ' ?\p{N}+'  an optional space, then digits/numerals
-            rf"| ?[^{S}{L}{N}]+"       # ' ?[^\s\p{L}\p{N}]+'  an optional space, then punctuation/symbols
-            rf"|[{S}]+(?![^{S}])"      # '\s+(?!\S)'  whitespace, leaving the last space for the next word
-            rf"|[{S}]+"                # '\s+'
-        )
-
-    return compile_up_to(sys.maxunicode), compile_up_to(0xFFFF)
+def _compile_pretokenizer() -> re.Pattern:
+    # First letter of the general category of each code point up to U+FFFF: "L" letter, "N" number, ...
+    categories = "".join(map(unicodedata.category, map(chr, range(0x10000))))[::2]
+    L, N, S = _ranges(categories, "L"), _ranges(categories, "N"), WHITE_SPACE
+    return re.compile(
+        rf"'s|'t|'re|'ve|'m|'ll|'d"
+        rf"| ?[{L}]+"              # ' ?\p{L}+'  an optional space, then letters
+        rf"| ?[{N}]+"              # ' ?\p{N}+'  an optional space, then digits/numerals
+        rf"| ?[^{S}{L}{N}]+"       # ' ?[^\s\p{L}\p{N}]+'  an optional space, then punctuation/symbols
+        rf"|[{S}]+(?![^{S}])"      # '\s+(?!\S)'  a whitespace run, except the space before a word
+        rf"|[{S}]+"                # '\s+'
+    )
 
 
+# Compiled once at import (~0.05 s). Its classes only list code points up to U+FFFF: Python's `re` keeps
+# those as a fast bitmap, but would test code points above U+FFFF range by range (4x slower on all text).
+_PRETOKENIZER = _compile_pretokenizer()
 _ABOVE_BMP = re.compile("[\U00010000-\U0010ffff]")
+
+
+@functools.lru_cache(maxsize=4096)
+def _stand_in(ch: str) -> str:
+    """A BMP character that the GPT-2 regex treats exactly like `ch` (a code point above U+FFFF).
+
+    Above U+FFFF there is no whitespace, so `ch` is a letter, a number or "other". The stand-ins are
+    none of the characters the regex names literally (' s t re ve m ll d and space), so only the class counts.
+    """
+    major = unicodedata.category(ch)[0]
+    return "a" if major == "L" else "0" if major == "N" else "!"
 
 
 def pretokenize(text: str) -> list[str]:
     """Cut text into the pieces GPT-2's regex finds: "Hello, world" -> ["Hello", ",", " world"]."""
-    full, bmp_only = _pretokenizers()
-    pattern = full if _ABOVE_BMP.search(text) else bmp_only
-    return pattern.findall(text)
+    if not _ABOVE_BMP.search(text):
+        return _PRETOKENIZER.findall(text)
+    # Run the regex on a copy where each character above U+FFFF is replaced by a same-class stand-in
+    # (same length, same matches), then cut the original text at the same places.
+    stand_ins = _ABOVE_BMP.sub(lambda m: _stand_in(m.group()), text)
+    return [text[m.start():m.end()] for m in _PRETOKENIZER.finditer(stand_ins)]
 
 
 # ---------------------------------------------------------------------------------------------------

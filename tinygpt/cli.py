@@ -109,5 +109,14 @@ def sample(out, prompt, num_samples, max_new_tokens, temperature, top_k, top_p, 
         click.echo("\n" + "-" * 40)
 
 
+# `generate`, `perplexity` and `export` (pretrained GPT-2 and Hugging Face files) live in their
+# own module to keep this one short.
+from .cli_pretrained import generate_cmd, perplexity_cmd, export_cmd  # noqa: E402
+
+main.add_command(generate_cmd, "generate")
+main.add_command(perplexity_cmd, "perplexity")
+main.add_command(export_cmd, "export")
+
+
 if __name__ == "__main__":
     main()

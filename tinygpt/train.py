@@ -142,7 +142,7 @@ def train(opts: TrainOptions, resume: bool = False, log=print, progress: bool = 
           stop: "_Stop | None" = None, on_iter=None) -> TrainResult:
     """Train (or resume) a model as `opts` says; checkpoints and metrics go to opts.out.
 
-    on_iter(it, stop): called before each step; tests use it to simulate a Ctrl-C.
+    on_iter(it, stop, model): called before each step; tests use it to simulate a Ctrl-C.
     """
     start_time = time.perf_counter()
     opts.check()
@@ -237,7 +237,7 @@ def train(opts: TrainOptions, resume: bool = False, log=print, progress: bool = 
             if it >= opts.max_iters:
                 break
             if on_iter is not None:
-                on_iter(it, stop_ctx)
+                on_iter(it, stop_ctx, model)
             if stop_ctx.requested:
                 save(it)
                 interrupted = True
