@@ -47,7 +47,15 @@ class Module:
             self._modules[name] = value
         object.__setattr__(self, name, value)
 
+    def __getattr__(self, name):
+        # only reached when normal lookup fails: the usual cause is a missing super().__init__()
+        if name in ("_parameters", "_modules", "training"):
+            raise AttributeError(f"{type(self).__name__}: its __init__ did not call "
+                                 f"super().__init__(); add that call as its first line")
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
     def __call__(self, *args, **kwargs):
+        self._parameters    # noqa: B018  (fails clearly if super().__init__() was skipped)
         return self.forward(*args, **kwargs)
 
     def forward(self, *args, **kwargs):
@@ -95,6 +103,7 @@ class Module:
         """Copy arrays into the parameters. With strict=True every missing, unexpected or
         wrongly shaped key is named in one error, and nothing is changed."""
         own = dict(self.named_parameters())
+        state = {k: (v.data if isinstance(v, Tensor) else v) for k, v in state.items()}
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         mismatched = [f"{k}: checkpoint {tuple(np.shape(state[k]))} vs model {own[k].shape}"

@@ -29,17 +29,21 @@ class Optimizer:
         return {"arrays": arrays, "step": self.step_count, "lr": self.lr}
 
     def load_state_dict(self, state: dict):
-        for slot, values in self._slots().items():
-            for i, a in enumerate(values):
-                key = f"{slot}.{i}"
-                if key not in state["arrays"]:
-                    raise KeyError(f"{type(self).__name__}.load_state_dict: missing {key!r}; the "
-                                   f"optimizer state belongs to a different model")
-                src = state["arrays"][key]
-                if src.shape != a.shape:
-                    raise ValueError(f"{type(self).__name__}.load_state_dict: {key!r} has shape "
-                                     f"{src.shape}, the parameter has {a.shape}")
-                a[...] = src
+        """Restore the moments/buffers; every missing, unexpected or mis-shaped key is named in
+        one error, and nothing is changed when there is one."""
+        own = {f"{slot}.{i}": a for slot, values in self._slots().items()
+               for i, a in enumerate(values)}
+        arrays = state["arrays"]
+        missing = [k for k in own if k not in arrays]
+        unexpected = [k for k in arrays if k not in own]
+        mismatched = [f"{k}: saved {np.shape(arrays[k])} vs parameter {own[k].shape}"
+                      for k in own if k in arrays and np.shape(arrays[k]) != own[k].shape]
+        if missing or unexpected or mismatched:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: the state belongs to a "
+                             f"different model (missing {missing}, unexpected {unexpected}, "
+                             f"shape mismatch {mismatched})")
+        for k, a in own.items():
+            a[...] = arrays[k]
         self.step_count = int(state["step"])
         self.lr = float(state.get("lr", self.lr))
 

@@ -16,7 +16,10 @@ Encoding one piece of text:
 2. Start from the piece's bytes, one part per byte:  b" dog" -> [b" ", b"d", b"o", b"g"].
 3. Merge greedily: among all pairs of neighbouring parts whose concatenation is in the vocabulary,
    join the pair with the lowest rank (the leftmost one on a tie). Repeat until no pair is in the
-   vocabulary:  [b" ", b"d", b"o", b"g"] -> [b" d", b"o", b"g"] -> [b" d", b"og"] -> [b" dog"].
+   vocabulary. For b" dog" the candidate pairs are b" d" (rank 288), b"do" (4598) and b"og" (519):
+       [b" ", b"d", b"o", b"g"]  ->  [b" d", b"o", b"g"]       b" d" has the lowest rank
+                                 ->  [b" do", b"g"]            b" do" (466) beats b"og" (519)
+                                 ->  [b" dog"]                 b" dog" (3290)
 4. The ids are the ranks of the final parts:  [3290].
 
 Decoding is the easy direction: look up each id's bytes, join them, decode UTF-8. Because step 2 starts
@@ -47,7 +50,6 @@ import functools
 import heapq
 import json
 import re
-import sys
 import unicodedata
 from pathlib import Path
 
@@ -194,8 +196,9 @@ class GPT2Tokenizer:
         """Load Hugging Face's GPT-2 `vocab.json` (token text -> id) and `merges.txt` (merge pairs).
 
         Token text is in GPT-2's byte-to-unicode alphabet (see `byte_to_unicode`). As in GPT-2, the ids
-        must be the merge ranks: ids 0..255 are the single bytes and the merges, in file order, create
-        tokens with increasing ids. `merges.txt` is checked against that; the ids do the encoding.
+        must also be the merge priorities: each multi-byte token is made by one line of merges.txt, and
+        the lines, in file order, make tokens with increasing ids. merges.txt is checked against that;
+        encoding then only needs the ids (see the module docstring).
         """
         vocab_json, merges_txt = Path(vocab_json), Path(merges_txt)
         ranks = _ranks_from_vocab_json(vocab_json)
@@ -205,7 +208,8 @@ class GPT2Tokenizer:
     def save_hf(self, directory: str | Path) -> tuple[Path, Path]:
         """Write `vocab.json` and `merges.txt` in Hugging Face's GPT-2 format; returns their paths.
 
-        `transformers.GPT2TokenizerFast(vocab_file=..., merges_file=...)` loads them. merges.txt needs the
+        `transformers.GPT2TokenizerFast.from_pretrained(directory)` loads them (transformers 5 ignores the
+        `vocab_file=`/`merges_file=` constructor arguments outside from_pretrained). merges.txt needs the
         pair (left, right) that BPE joins to make each token; we recover it by running BPE on the token's
         own bytes using only tokens ranked below it, which stops at exactly two parts.
         """

@@ -1,0 +1,175 @@
+"""Generation: the KV cache against full forward passes, the sliding window, and sampling.
+
+Oracles: a full forward pass over the whole context (no cache) for the logits; a plain loop of
+full forwards + argmax for greedy decoding; NumPy softmax for the sampling distributions.
+"""
+import numpy as np
+import pytest
+
+import tensor
+from tinygpt.generate import generate, sample_next
+from tinygpt.model import GPT, GPTConfig, KVCache
+
+CFG = dict(vocab_size=97, block_size=24, n_layer=2, n_head=4, n_embd=32)
+
+
+def random_model(seed=0, **overrides):
+    """A GPT whose every parameter (biases and LayerNorm gains too) is random, in eval mode."""
+    model = GPT(GPTConfig(**{**CFG, **overrides}), seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    for name, p in model.named_parameters():
+        gain = name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight"))   # LayerNorm: ~1
+        p.data[...] = (1.0 if gain else 0.0) + (0.3 if gain else 0.1) * rng.standard_normal(p.shape)
+    return model.eval()
+
+
+def full_logits(model, ids):
+    with tensor.no_grad():
+        return model(np.array([ids]))[0].data[0]                   # (T, V)
+
+
+def greedy_oracle(model, ids, n, stop_token=None):
+    """Greedy decoding with a full forward over the last block_size tokens at every step."""
+    ids, out = list(ids), []
+    for _ in range(n):
+        nxt = int(np.argmax(full_logits(model, ids[-model.config.block_size:])[-1]))
+        ids.append(nxt)
+        out.append(nxt)
+        if nxt == stop_token:
+            break
+    return out
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model()
+
+
+@pytest.fixture(scope="module")
+def ids():
+    return list(np.random.default_rng(1).integers(0, CFG["vocab_size"], CFG["block_size"]))
+
+
+@pytest.mark.parametrize("prefix", [1, 5])
+def test_kv_cache_logits_equal_full_forward_at_every_step(model, ids, prefix):
+    full = full_logits(model, ids)                                 # (T, V), the oracle
+    cache = KVCache(model.config.n_layer)
+    with tensor.no_grad():
+        first = model(np.array([ids[:prefix]]), cache=cache)[0].data[0]   # the prompt at once
+        np.testing.assert_allclose(first, full[:prefix], rtol=0, atol=1e-5)
+        for t in range(prefix, len(ids)):                          # then one token per step
+            step = model(np.array([[ids[t]]]), cache=cache)[0].data[0, -1]
+            assert cache.length == t + 1
+            assert np.max(np.abs(step - full[t])) <= 1e-5, f"step {t}"
+
+
+def test_last_only_is_the_last_row(model, ids):
+    with tensor.no_grad():
+        last = model(np.array([ids]), last_only=True)[0].data[0]
+    np.testing.assert_allclose(last[-1], full_logits(model, ids)[-1], rtol=0, atol=1e-5)
+
+
+def test_cache_overflow_is_refused_with_a_clear_error(model, ids):
+    cache = KVCache(model.config.n_layer)
+    with tensor.no_grad():
+        model(np.array([ids]), cache=cache)
+        with pytest.raises(ValueError, match="block_size"):
+            model(np.array([[ids[0]]]), cache=cache)
+
+
+def test_greedy_generation_equals_full_forward_loop(model, ids):
+    prompt = ids[:5]
+    got = list(generate(model, prompt, 12, temperature=0))
+    assert got == greedy_oracle(model, prompt, 12)
+    assert got == list(generate(model, prompt, 12, temperature=0, use_cache=False))
+
+
+def test_sliding_window_past_block_size(model, ids):
+    """Context past block_size: no error, and every step equals a fresh forward on the last window."""
+    prompt = ids[:20]                                              # block 24: passes it at step 5
+    n = 30
+    got = list(generate(model, prompt, n, temperature=0))
+    assert len(got) == n
+    assert got == greedy_oracle(model, prompt, n)
+
+
+def test_prompt_longer_than_block_size(model):
+    prompt = list(np.random.default_rng(2).integers(0, CFG["vocab_size"], 3 * CFG["block_size"]))
+    assert list(generate(model, prompt, 6, temperature=0)) == greedy_oracle(model, prompt, 6)
+
+
+def test_sampling_with_a_seed_is_repeatable(model, ids):
+    a = list(generate(model, ids[:4], 25, temperature=1.0, seed=7))
+    b = list(generate(model, ids[:4], 25, temperature=1.0, seed=7))
+    c = list(generate(model, ids[:4], 25, temperature=1.0, seed=8))
+    assert a == b
+    assert a != c         # 25 draws from ~97 tokens: equal by chance with negligible probability
+
+
+def test_top_k_1_and_tiny_top_p_are_greedy(model, ids):
+    greedy = greedy_oracle(model, ids[:4], 15)
+    assert list(generate(model, ids[:4], 15, temperature=1.5, top_k=1, seed=3)) == greedy
+    assert list(generate(model, ids[:4], 15, temperature=1.5, top_p=1e-9, seed=3)) == greedy
+
+
+def test_stop_token_ends_generation(model, ids):
+    free = greedy_oracle(model, ids[:4], 20)
+    stop = free[3]
+    first = free.index(stop)
+    got = list(generate(model, ids[:4], 20, temperature=0, stop_token=stop))
+    assert got == free[:first + 1]                                 # up to and including the stop
+
+
+def test_generate_restores_training_mode(ids):
+    model = random_model().train()
+    list(generate(model, ids[:3], 2, temperature=0))
+    assert model.training
+
+
+def test_empty_prompt_is_refused(model):
+    with pytest.raises(ValueError, match="empty"):
+        list(generate(model, [], 3))
+
+
+# ----- sample_next against NumPy softmax --------------------------------------------------------
+
+def softmax(z):
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+N_DRAWS = 3000                 # 5-sigma bounds below: a false failure has odds ~1e-6
+
+
+def frequencies(logits, n=N_DRAWS, **kwargs):
+    rng = np.random.default_rng(0)
+    draws = [sample_next(logits, rng, **kwargs) for _ in range(n)]
+    return np.bincount(draws, minlength=logits.size) / n
+
+
+LOGITS = np.array([2.0, 1.0, 0.5, 0.0, -1.0, -3.0])
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_temperature_samples_softmax_of_scaled_logits(temperature):
+    p = softmax(LOGITS / temperature)
+    f = frequencies(LOGITS, temperature=temperature)
+    sigma = np.sqrt(p * (1 - p) / N_DRAWS)
+    assert np.all(np.abs(f - p) <= 5 * sigma + 1e-12)
+
+
+def test_top_k_renormalizes_over_the_k_largest():
+    p = softmax(LOGITS[:3])                                        # the 3 largest logits
+    f = frequencies(LOGITS, top_k=3)
+    assert np.all(f[3:] == 0)
+    assert np.all(np.abs(f[:3] - p) <= 5 * np.sqrt(p * (1 - p) / N_DRAWS))
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.8, 0.95])
+def test_top_p_keeps_the_smallest_head_reaching_p(top_p):
+    p = softmax(LOGITS)                                            # already sorted, descending
+    k = int(np.searchsorted(np.cumsum(p), top_p) + 1)              # smallest k with sum >= top_p
+    kept = p[:k] / p[:k].sum()
+    f = frequencies(LOGITS, top_p=top_p)
+    assert np.all(f[k:] == 0)
+    assert np.all(np.abs(f[:k] - kept) <= 5 * np.sqrt(kept * (1 - kept) / N_DRAWS) + 1e-12)

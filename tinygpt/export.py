@@ -1,0 +1,122 @@
+"""A tinygpt training checkpoint -> a Hugging Face GPT-2 directory, for PyTorch and its tooling.
+
+    tinygpt export --out out --to my-gpt2
+    >>> transformers.GPT2LMHeadModel.from_pretrained("my-gpt2")
+
+writes into my-gpt2/
+
+    model.safetensors   our parameters under their GPT-2 names, no `transformer.` prefix. Our
+                        Linear stores [in, out] like GPT-2's Conv1D, so nothing is transposed;
+                        the output projection is tied to wte, so there is no lm_head.weight.
+    vocab.json, merges.txt      a BPE model's tokenizer (GPT2Tokenizer.save_hf)
+    tinygpt_char_vocab.json     a character model's vocabulary; transformers cannot read it,
+                                tinygpt.pretrained.load_pretrained can
+    config.json         a GPT2Config, written last: its presence marks a complete export
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from tensor import nn
+from tensor.io import atomic_write_json, save_safetensors
+
+from .pretrained import CHAR_VOCAB_FILE, CONFIG_FILE, MERGES_FILE, VOCAB_FILE, WEIGHTS_FILE
+
+EXPORT_FILES = (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE, MERGES_FILE, CHAR_VOCAB_FILE)
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def hf_config(model_config, eot_token: int | None) -> dict:
+    """Our GPTConfig as a Hugging Face GPT2Config (config.json)."""
+    c = model_config
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "activation_function": "gelu_new",           # the tanh GELU of tensor.functional.gelu
+        "vocab_size": c.vocab_size,
+        "n_positions": c.block_size,
+        "n_ctx": c.block_size,
+        "n_embd": c.n_embd,
+        "n_layer": c.n_layer,
+        "n_head": c.n_head,
+        "n_inner": None,                              # 4 * n_embd
+        "layer_norm_epsilon": 1e-5,
+        "initializer_range": 0.02,
+        "resid_pdrop": c.dropout,                     # ours is one dropout rate for all three
+        "embd_pdrop": c.dropout,
+        "attn_pdrop": c.dropout,
+        "scale_attn_weights": True,
+        "tie_word_embeddings": True,
+        "use_cache": True,
+        # GPT2Config defaults both to 50256; a character model has no such token
+        "bos_token_id": eot_token,
+        "eos_token_id": eot_token,
+    }
+
+
+def hf_tensors(model) -> dict[str, np.ndarray]:
+    """The weights under GPT-2's names; a model without biases gets zero biases (same function)."""
+    tensors = {name: np.ascontiguousarray(x, dtype=np.float32)
+               for name, x in model.state_dict().items()}
+    for prefix, module in model.named_modules():      # prefix: "h.0.attn.c_attn."
+        if isinstance(module, (nn.Linear, nn.LayerNorm)) and module.bias is None:
+            width = module.weight.shape[-1]             # Linear (in, out) -> out; LayerNorm (C,)
+            tensors[prefix + "bias"] = np.zeros(width, dtype=np.float32)
+    return tensors
+
+
+def export_hf(checkpoint_dir, hf_dir, overwrite: bool = False) -> list[str]:
+    """Write the checkpoint in checkpoint_dir as a Hugging Face GPT-2 directory hf_dir.
+
+    Returns lines describing what was written (the command prints them).
+    """
+    from .bpe import GPT2Tokenizer
+    from .checkpoint import CheckpointError, load_model
+    src, dst = Path(checkpoint_dir), Path(hf_dir)
+    _check_destination(src, dst, overwrite)
+    try:
+        model, tok, _ = load_model(src)
+    except (CheckpointError, KeyError, ValueError) as e:
+        raise ExportError(str(e)) from None
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in EXPORT_FILES:            # --overwrite: no stale file from an earlier export
+        (dst / name).unlink(missing_ok=True)
+
+    is_bpe = isinstance(tok, GPT2Tokenizer)
+    save_safetensors(dst / WEIGHTS_FILE, hf_tensors(model), metadata={"format": "pt"})
+    c = model.config
+    lines = [f"wrote {dst / WEIGHTS_FILE}: {model.num_parameters() / 1e6:.2f}M parameters, "
+             f"{c.n_layer} layers, {c.n_head} heads, {c.n_embd} dims, block {c.block_size}, "
+             f"vocab {c.vocab_size}"]
+    if is_bpe:
+        vocab, merges = tok.save_hf(dst)
+        lines.append(f"wrote {vocab} and {merges} (GPT-2 BPE, {tok.vocab_size} tokens)")
+    else:
+        atomic_write_json(dst / CHAR_VOCAB_FILE, {
+            "note": "tinygpt's character vocabulary. Hugging Face tokenizers cannot read it; "
+                    "tinygpt.pretrained.load_pretrained (and `tinygpt generate --model DIR`) can.",
+            "tokenizer": tok.to_dict()})
+        lines.append(f"wrote {dst / CHAR_VOCAB_FILE}: the model is character-level, and "
+                     f"transformers' tokenizers cannot use this vocabulary; encode text yourself "
+                     f"with it, or use `tinygpt generate --model {dst}`")
+    atomic_write_json(dst / CONFIG_FILE, hf_config(c, tok.eot_token if is_bpe else None))
+    lines.append(f"wrote {dst / CONFIG_FILE}; load it with "
+                 f"transformers.GPT2LMHeadModel.from_pretrained({str(dst)!r})")
+    return lines
+
+
+def _check_destination(src: Path, dst: Path, overwrite: bool):
+    if dst.exists() and not dst.is_dir():
+        raise ExportError(f"--to {dst} is a file; give a directory to create")
+    if dst.exists() and src.exists() and os.path.samefile(src, dst):
+        raise ExportError(f"--to {dst} is the checkpoint directory itself; its config.json would "
+                          f"be overwritten. Give another directory")
+    if dst.is_dir() and any(dst.iterdir()) and not overwrite:
+        raise ExportError(f"--to {dst} exists and is not empty; choose a new directory, or pass "
+                          f"--overwrite to replace the exported files in it")

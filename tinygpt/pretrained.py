@@ -1,0 +1,397 @@
+"""Released GPT-2 weights in, perplexity out: loading a Hugging Face GPT-2 directory.
+
+A Hugging Face GPT-2 directory (what `save_pretrained` writes, what the Hub serves) holds
+
+    config.json          n_embd, n_layer, n_head, n_positions, vocab_size, layer_norm_epsilon, ...
+    model.safetensors    the weights, by name (below)
+    vocab.json           the BPE tokens, in GPT-2's byte-to-unicode alphabet    (see tinygpt/bpe.py)
+    merges.txt           the merges that build them, in rank order
+
+The weight names are ours already (tinygpt/model.py uses the released names), with two wrinkles:
+
+    transformer.h.0.attn.c_attn.weight   (768, 2304)   a `transformer.` prefix, or none
+    h.0.attn.bias     (1, 1, 1024, 1024)                a causal-mask buffer, not a weight: skipped
+    h.0.attn.masked_bias                                another buffer of old checkpoints: skipped
+    lm_head.weight    (50257, 768)                      the output projection; GPT-2 ties it to wte
+
+GPT-2's Conv1D layers store their weight [in, out], and so does our Linear: no transpose.
+
+Safety: weights come from the internet. We read them with tensor/io.py, our own safetensors
+reader, which checks every length, offset and shape against the file before reading a byte
+(why ours and not the `safetensors` package: the runtime depends only on numpy, numba and click,
+and the checks are short enough to read). A pickle file (`pytorch_model.bin`) is refused: loading
+a pickle runs whatever code it contains.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+import tensor
+from tensor.io import SafetensorsError, load_safetensors
+
+from .model import GPT, GPTConfig
+
+HUB_ORG = "openai-community"
+GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+HUB_FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt")
+CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE, MERGES_FILE = HUB_FILES
+CHAR_VOCAB_FILE = "tinygpt_char_vocab.json"   # written by `tinygpt export` for a char-level model
+PICKLE_FILES = ("pytorch_model.bin", "tf_model.h5", "model.ckpt.index", "flax_model.msgpack")
+
+# GPT-2's GELU is the tanh approximation; Hugging Face knows it under these two names.
+TANH_GELU = ("gelu_new", "gelu_pytorch_tanh")
+_BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")   # causal-mask buffers, not weights
+_PREFIX = "transformer."
+
+
+class PretrainedError(ValueError):
+    """A pretrained model that cannot be loaded; the message names the file (and key)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# The entry point
+# ----------------------------------------------------------------------------------------------
+
+def load_pretrained(name_or_path, dtype=np.float32):
+    """(GPT, tokenizer) from a GPT-2 name (gpt2, gpt2-medium, gpt2-large, gpt2-xl, optionally
+    prefixed "openai-community/") or from a local Hugging Face GPT-2 directory.
+
+    A name is fetched through huggingface_hub into its cache (~/.cache/huggingface, or HF_HOME);
+    with HF_HUB_OFFLINE=1 only the cache is used. A directory is read with no network at all.
+    """
+    directory = resolve(name_or_path)
+    if is_training_checkpoint(directory):
+        raise PretrainedError(f"{directory} is a tinygpt training checkpoint, not a Hugging Face "
+                              f"directory: load it with tinygpt.checkpoint.load_model, or write "
+                              f"one with `tinygpt export --out {directory} --to HF_DIR`")
+    config = config_from_hf(read_hf_config(directory / CONFIG_FILE))
+    model = GPT(config, dtype=dtype)
+    model.eval()
+    weights = read_hf_weights(directory, model)
+    for name, p in model.named_parameters():
+        p.data = weights.pop(name)           # already checked: same shape, the model's dtype
+    tokenizer = load_tokenizer(directory, config.vocab_size)
+    return model, tokenizer
+
+
+def is_training_checkpoint(path) -> bool:
+    """A directory written by `tinygpt train` (its config.json has "model" and "tokenizer")."""
+    config = Path(os.fspath(path)) / CONFIG_FILE
+    try:
+        d = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and "model" in d and "tokenizer" in d
+
+
+def resolve(name_or_path) -> Path:
+    """The local directory holding the files: the path itself, or the Hub cache for a name."""
+    path = Path(os.fspath(name_or_path)).expanduser()
+    if path.is_dir():
+        return path
+    text = str(name_or_path)
+    name = text[len(HUB_ORG) + 1:] if text.startswith(HUB_ORG + "/") else text
+    if name in GPT2_NAMES:
+        return download(name)
+    if path.exists():
+        raise PretrainedError(f"{path} is a file; --model wants a directory holding {CONFIG_FILE} "
+                              f"and {WEIGHTS_FILE} (a Hugging Face GPT-2 directory), or a name")
+    raise PretrainedError(f"{text!r} is neither a directory nor a GPT-2 name; give a directory "
+                          f"with {CONFIG_FILE} and {WEIGHTS_FILE}, or one of: "
+                          f"{', '.join(GPT2_NAMES)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Fetching from the Hugging Face Hub (optional extra `hub`)
+# ----------------------------------------------------------------------------------------------
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def download(name: str) -> Path:
+    """The four files of openai-community/<name> in the Hub cache (fetched once); their folder.
+
+    Files already in the cache are used without contacting the Hub (GPT-2's files never change),
+    so a machine that downloaded them once runs offline. HF_HUB_OFFLINE=1 forbids downloading;
+    we read it ourselves, so it holds even if huggingface_hub was imported before it was set.
+    """
+    try:
+        from huggingface_hub import constants, errors, hf_hub_download
+    except ImportError:
+        raise PretrainedError(
+            f"downloading {name!r} needs the optional package huggingface_hub: "
+            f"pip install 'tinygpt[hub]'. Or pass --model DIR, a local directory holding "
+            f"{', '.join(HUB_FILES)}") from None
+    repo, offline = f"{HUB_ORG}/{name}", _offline()
+
+    def fetch(filename: str) -> Path:
+        try:
+            return Path(hf_hub_download(repo, filename, local_files_only=True))  # cache only
+        except errors.LocalEntryNotFoundError:
+            if offline:
+                raise
+        return Path(hf_hub_download(repo, filename))                             # the network
+
+    paths = []
+    for filename in HUB_FILES:
+        try:
+            paths.append(fetch(filename))
+        except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled) as e:
+            why = ("HF_HUB_OFFLINE is set" if offline else
+                   "the Hub could not be reached (is this machine offline?)")
+            raise PretrainedError(
+                f"{repo}/{filename} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
+                f"and {why}. Connect to the internet (and unset HF_HUB_OFFLINE) to download it "
+                f"once, or pass --model DIR, a local directory holding "
+                f"{', '.join(HUB_FILES)}") from None
+        except Exception as e:   # HTTP status, connection reset, disk full: say which file
+            raise PretrainedError(f"downloading {repo}/{filename} failed ({type(e).__name__}: "
+                                  f"{e}); check the connection and retry, or pass --model DIR, "
+                                  f"a local directory holding {', '.join(HUB_FILES)}") from e
+    folders = {p.parent for p in paths}
+    if len(folders) != 1:      # hf_hub_download puts one revision's files in one snapshot folder
+        raise PretrainedError(f"the cached files of {repo} are in different folders "
+                              f"({sorted(map(str, folders))}); clear the cache and download again")
+    return folders.pop()
+
+
+# ----------------------------------------------------------------------------------------------
+# config.json
+# ----------------------------------------------------------------------------------------------
+
+def read_hf_config(path: Path) -> dict:
+    if not path.exists():
+        hint = (f" It holds {_listing(path.parent)}." if path.parent.is_dir() else "")
+        raise PretrainedError(f"{path} is missing: a Hugging Face GPT-2 directory needs "
+                              f"{CONFIG_FILE} and {WEIGHTS_FILE} (plus {VOCAB_FILE} and "
+                              f"{MERGES_FILE} for the tokenizer).{hint}")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PretrainedError(f"{path} is not valid JSON ({e}); re-download or re-export it") from None
+    if not isinstance(config, dict):
+        raise PretrainedError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    return config
+
+
+def config_from_hf(hf: dict, path: str = CONFIG_FILE) -> GPTConfig:
+    """Hugging Face GPT2Config fields -> our GPTConfig (dropout 0: this is for inference)."""
+    def refuse(key, problem):
+        return PretrainedError(f"{path}: {key} {problem}")
+
+    if hf.get("model_type", "gpt2") != "gpt2":
+        raise refuse("model_type", f"is {hf['model_type']!r}; only GPT-2 (\"gpt2\") is supported")
+    fields = {}
+    for ours, theirs in (("n_embd", "n_embd"), ("n_layer", "n_layer"), ("n_head", "n_head"),
+                         ("vocab_size", "vocab_size"), ("block_size", "n_positions")):
+        value = hf.get(theirs, hf.get("n_ctx") if theirs == "n_positions" else None)
+        if value is None:
+            raise refuse(theirs, "is missing")
+        if type(value) is not int or value < 1:
+            raise refuse(theirs, f"must be a positive integer, got {value!r}")
+        fields[ours] = value
+    eps = hf.get("layer_norm_epsilon", 1e-5)
+    if not isinstance(eps, (int, float)) or not math.isclose(eps, 1e-5, rel_tol=1e-9):
+        raise refuse("layer_norm_epsilon", f"is {eps!r}; tinygpt's LayerNorm uses GPT-2's 1e-5")
+    act = hf.get("activation_function", "gelu_new")
+    if act not in TANH_GELU:
+        raise refuse("activation_function", f"is {act!r}; tinygpt implements GPT-2's tanh GELU "
+                                            f"({' / '.join(TANH_GELU)}) only")
+    if hf.get("n_inner") not in (None, 4 * fields["n_embd"]):
+        raise refuse("n_inner", f"is {hf['n_inner']}; tinygpt's MLP is 4 * n_embd = "
+                                f"{4 * fields['n_embd']} wide")
+    for key, supported in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
+                           ("add_cross_attention", False)):
+        if hf.get(key, supported) != supported:
+            raise refuse(key, f"is {hf[key]!r}; tinygpt supports only {supported}")
+    try:
+        return GPTConfig(**fields, dropout=0.0, bias=True)
+    except ValueError as e:
+        raise PretrainedError(f"{path}: {e}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# model.safetensors
+# ----------------------------------------------------------------------------------------------
+
+def read_hf_weights(directory: Path, model: GPT) -> dict[str, np.ndarray]:
+    """{our parameter name: array} from directory/model.safetensors, every key and shape checked."""
+    path = directory / WEIGHTS_FILE
+    if not path.exists():
+        _refuse_other_formats(directory, path)
+    try:
+        arrays = load_safetensors(path, to_float32=True)   # F16 and BF16 become float32
+    except SafetensorsError as e:
+        raise PretrainedError(str(e)) from None
+    return hf_to_tinygpt(arrays, model, str(path))
+
+
+def _refuse_other_formats(directory: Path, path: Path):
+    pickles = [name for name in PICKLE_FILES if (directory / name).exists()]
+    if pickles:
+        raise PretrainedError(
+            f"{directory} has {pickles[0]} but no {WEIGHTS_FILE}. tinygpt never loads pickle "
+            f"files (unpickling runs whatever code the file holds). Use the safetensors version: "
+            f"most Hub repos have one; or convert once, where you trust the file, with "
+            f"`GPT2LMHeadModel.from_pretrained(dir).save_pretrained(dir)` (transformers writes "
+            f"{WEIGHTS_FILE}).")
+    if (directory / (WEIGHTS_FILE + ".index.json")).exists():
+        raise PretrainedError(f"{directory} holds a sharded checkpoint "
+                              f"({WEIGHTS_FILE}.index.json); tinygpt reads one {WEIGHTS_FILE}: "
+                              f"re-save it with save_pretrained(dir, max_shard_size='100GB')")
+    raise PretrainedError(f"{path} is missing. {directory} holds {_listing(directory)}.")
+
+
+def hf_to_tinygpt(arrays: dict, model: GPT, path: str) -> dict[str, np.ndarray]:
+    """Rename Hugging Face keys to ours, drop buffers, check tying, names and shapes."""
+    expected = {name: p for name, p in model.named_parameters()}
+    ours, lm_head, original = {}, None, {}
+    for key, x in arrays.items():
+        if key == "lm_head.weight":
+            lm_head = x
+            continue
+        name = key[len(_PREFIX):] if key.startswith(_PREFIX) else key
+        if _BUFFER.fullmatch(name):
+            continue
+        if name in ours:
+            raise PretrainedError(f"{path}: key {key!r} and key {original[name]!r} are the same "
+                                  f"weight, stored twice; keep one")
+        ours[name], original[name] = x, key
+
+    missing = [name for name in expected if name not in ours]
+    if missing:
+        prefix = _PREFIX if any(k.startswith(_PREFIX) for k in arrays) else ""
+        raise PretrainedError(f"{path}: missing key {prefix + missing[0]!r}"
+                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                              + f"; a GPT-2 with {model.config.n_layer} layers (config.json) "
+                              f"needs it. Is the file complete, and from this config.json?")
+    unexpected = [original[name] for name in ours if name not in expected]
+    if unexpected:
+        raise PretrainedError(f"{path}: unexpected key {unexpected[0]!r}"
+                              + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else "")
+                              + f"; it is not part of a GPT-2 with {model.config.n_layer} layers. "
+                              f"Does config.json match the weights?")
+    for name, p in expected.items():
+        x = ours[name]
+        if x.shape != p.shape:
+            raise PretrainedError(f"{path}: key {original[name]!r} has shape {list(x.shape)}, but "
+                                  f"config.json implies {list(p.shape)}. Does config.json match "
+                                  f"the weights?")
+        if not np.issubdtype(x.dtype, np.floating):
+            raise PretrainedError(f"{path}: key {original[name]!r} holds {x.dtype} values; "
+                                  f"weights must be floating point (F32, F16, BF16 or F64)")
+        ours[name] = np.ascontiguousarray(x, dtype=p.dtype)
+    if lm_head is not None and not (lm_head.shape == ours["wte.weight"].shape
+                                    and np.array_equal(lm_head, ours["wte.weight"])):
+        raise PretrainedError(f"{path}: key 'lm_head.weight' differs from "
+                              f"{original['wte.weight']!r}; tinygpt ties the output projection "
+                              f"to the token embedding (as GPT-2 does) and cannot load an untied "
+                              f"head")
+    return ours
+
+
+def _listing(directory: Path) -> str:
+    names = sorted(p.name for p in directory.iterdir())
+    return ", ".join(names[:12]) + (" ..." if len(names) > 12 else "") if names else "no files"
+
+
+# ----------------------------------------------------------------------------------------------
+# The tokenizer
+# ----------------------------------------------------------------------------------------------
+
+def load_tokenizer(directory: Path, vocab_size: int):
+    """vocab.json + merges.txt if present; a char vocabulary written by `tinygpt export`;
+    else the GPT-2 vocabulary bundled with tinygpt."""
+    from .bpe import GPT2Tokenizer
+    vocab, merges, chars = (directory / VOCAB_FILE, directory / MERGES_FILE,
+                            directory / CHAR_VOCAB_FILE)
+    if vocab.exists() != merges.exists():
+        have, lack = (vocab, merges) if vocab.exists() else (merges, vocab)
+        raise PretrainedError(f"{directory} has {have.name} but not {lack.name}; the GPT-2 "
+                              f"tokenizer needs both (or neither, for the bundled GPT-2 one)")
+    try:
+        if vocab.exists():
+            tok, source = GPT2Tokenizer.from_files(vocab, merges), str(vocab)
+        elif chars.exists():
+            from .tokenizer import tokenizer_from_dict
+            tok, source = tokenizer_from_dict(json.loads(chars.read_text("utf-8"))["tokenizer"]), str(chars)
+        else:
+            tok, source = _bundled_gpt2(), "the bundled GPT-2 vocabulary"
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
+        raise PretrainedError(f"{directory}: cannot load the tokenizer: {e}") from None
+    if tok.vocab_size > vocab_size:
+        raise PretrainedError(f"{source} has {tok.vocab_size} tokens but config.json says "
+                              f"vocab_size {vocab_size}: ids past {vocab_size - 1} would have no "
+                              f"embedding. Add the model's own {VOCAB_FILE} and {MERGES_FILE}.")
+    return tok
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled_gpt2():
+    """Read once per process (0.3 s); a tokenizer never changes after it is built."""
+    from .bpe import GPT2Tokenizer
+    return GPT2Tokenizer.from_tiktoken()
+
+
+# ----------------------------------------------------------------------------------------------
+# Perplexity over strided windows
+# ----------------------------------------------------------------------------------------------
+
+def strided_perplexity(model: GPT, ids, stride: int | None = None, progress=None):
+    """Perplexity exp(mean NLL per token) of ids, over windows of the model's context.
+
+    The strided evaluation of Hugging Face's perplexity guide, so the numbers compare: windows
+    of T = block_size tokens start `stride` tokens apart; each window scores only the tokens
+    that no earlier window scored, so each of those sees at least T - stride tokens of context:
+
+        ids    : 0 1 2 3 4 5 6 7 8 9            T = 4, stride = 2
+        window : [0 1 2 3]                      scores 1 2 3     (token 0 has no context)
+                     [2 3 4 5]                  scores 4 5       (3 was scored already)
+                         [4 5 6 7] ...
+
+    A smaller stride gives more context per token and costs T / stride forward passes per T
+    tokens. With stride = T the windows are disjoint and the first token of each has no context,
+    so it is not scored (as in the guide). Default stride: T / 2.
+    progress(scored, total) is called after each window. Returns (perplexity, n_scored, seconds).
+    """
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    T = model.config.block_size
+    if stride is None:
+        stride = max(1, T // 2)
+    if not 1 <= stride <= T:
+        raise ValueError(f"stride must be between 1 and the block size {T}, got {stride}")
+    n = len(ids)
+    if n < 2:
+        raise ValueError(f"perplexity needs at least 2 tokens, got {n}")
+    total = n - 1 - ((n - 1) // T if stride == T else 0)     # the tokens that will be scored
+    total_nll, scored, prev_end, t0 = 0.0, 0, 0, time.perf_counter()
+    was_training = model.training
+    model.eval()
+    try:
+        with tensor.no_grad():
+            for begin in range(0, n - 1, stride):
+                end = min(begin + T, n)                 # the window is ids[begin:end]
+                x = ids[begin:end - 1]                  # (t,) inputs
+                y = ids[begin + 1:end].copy()           # (t,) targets: token j is y[j - begin - 1]
+                y[:max(0, prev_end - begin - 1)] = -1   # tokens before prev_end: scored already
+                kept = int((y >= 0).sum())
+                _, loss = model(x[None, :], y[None, :])            # mean NLL of the kept targets
+                total_nll += float(loss.item()) * kept
+                scored += kept
+                prev_end = end
+                if progress is not None:
+                    progress(scored, total)
+                if end == n:
+                    break
+    finally:
+        model.train(was_training)
+    return math.exp(total_nll / scored), scored, time.perf_counter() - t0
