@@ -46,6 +46,8 @@ def as_tensor(x, like: Tensor | None = None) -> Tensor:
 def _node(out: np.ndarray, op: str, parents: tuple, backward) -> Tensor:
     """Wrap `out` in a Tensor; remember how to backpropagate if any parent needs gradients."""
     result = Tensor.__new__(Tensor)
+    if not isinstance(out, np.ndarray):
+        out = np.asarray(out)          # NumPy returns scalars for 0-d inputs; keep arrays
     result.data, result.grad, result._op = out, None, op
     result.requires_grad, result._parents, result._backward = False, (), None
     if _t._grad_enabled:
@@ -160,6 +162,7 @@ def pow(x, p) -> Tensor:
     if not isinstance(p, numbers.Real) or isinstance(p, bool):
         raise TypeError(f"pow: the exponent must be a Python number, got {type(p).__name__}; "
                         f"for a tensor exponent write exp(y * log(x))")
+    p = p.item() if isinstance(p, np.generic) else p    # a Python number keeps x's dtype
     out = x.data ** p
     def backward(g):
         x.grad += g * p * x.data ** (p - 1)
@@ -432,6 +435,11 @@ def split(x, sections, axis=-1) -> list:
 def where(cond, x, y) -> Tensor:
     cond = np.asarray(cond.data if isinstance(cond, Tensor) else cond, dtype=bool)
     x, y = _binary("where", x, y)
+    try:
+        np.broadcast_shapes(cond.shape, x.shape, y.shape)
+    except ValueError:
+        raise ValueError(f"where: condition {cond.shape}, x {x.shape} and y {y.shape} cannot be "
+                         f"broadcast together") from None
     out = np.where(cond, x.data, y.data)
     def backward(g):
         if x.requires_grad:
@@ -474,18 +482,22 @@ def _matmul_arrays(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 # out = x @ w;  dx = g @ wᵀ,  dw = xᵀ @ g   (summed over broadcast batch dims)
 def matmul(x, w) -> Tensor:
-    x, w = as_tensor(x), as_tensor(w)
+    x = as_tensor(x, like=w if isinstance(w, Tensor) else None)
+    w = as_tensor(w, like=x)
     if x.ndim == 0 or w.ndim == 0:
         raise ValueError(f"matmul: both operands need at least one axis, got shapes "
                          f"{x.shape} and {w.shape}; use * for scaling")
+    k_w = w.shape[0] if w.ndim == 1 else w.shape[-2]
+    if x.shape[-1] != k_w:
+        raise ValueError(f"matmul: shapes {x.shape} and {w.shape} do not fit: the last axis of "
+                         f"the first ({x.shape[-1]}) must equal the "
+                         f"{'only' if w.ndim == 1 else 'second-to-last'} axis of the second ({k_w})")
+    if x.ndim == 1 and w.ndim == 1:   # a dot product:  (K,) @ (K,) -> ()
+        return reshape(matmul(reshape(x, 1, -1), reshape(w, -1, 1)), ())
     if x.ndim == 1:   # a vector on the left is a (1, K) row:  (K,) @ (..., K, N) -> (..., N)
         return reshape(matmul(reshape(x, 1, -1), w), w.shape[:-2] + w.shape[-1:])
     if w.ndim == 1:   # a vector on the right is a (K, 1) column:  (..., M, K) @ (K,) -> (..., M)
         return reshape(matmul(x, reshape(w, -1, 1)), x.shape[:-1])
-    if x.shape[-1] != w.shape[-2]:
-        raise ValueError(f"matmul: shapes {x.shape} and {w.shape} do not fit: the last axis of "
-                         f"the first ({x.shape[-1]}) must equal the second-to-last axis of the "
-                         f"second ({w.shape[-2]})")
     if x.dtype != w.dtype:
         raise TypeError(f"matmul: dtypes differ ({x.dtype} and {w.dtype}); cast one with "
                         f".astype() so both are float32 or both float64")

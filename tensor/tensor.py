@@ -301,8 +301,9 @@ def randn(*shape, dtype=DEFAULT_DTYPE, requires_grad=False, generator=None, seed
 
 
 def arange(start, stop=None, step=1, dtype=DEFAULT_DTYPE) -> Tensor:
-    return Tensor(np.arange(start, stop, step, dtype=dtype) if stop is not None
-                  else np.arange(start, dtype=dtype))
+    if stop is None:
+        start, stop = 0, start
+    return Tensor(np.arange(start, stop, step, dtype=dtype))
 
 
 # The ops live in tensor/functional.py, which imports this file; bind it last.

@@ -558,6 +558,12 @@ def test_export_refuses_to_clobber(tmp_path, source):
     result = export(out, out)
     assert result.exit_code == 1 and "checkpoint directory itself" in result.output
     assert (out / "config.json").exists() and "iteration" in (out / "config.json").read_text()
+    (tmp_path / "hf" / "tinygpt_char_vocab.json").write_text("{}")    # from an earlier export
+    result = export(out, tmp_path / "hf", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "hf" / "tinygpt_char_vocab.json").exists()   # stale: removed
+    assert (tmp_path / "hf" / "notes.txt").read_text() == "mine"       # not ours: kept
+    assert load_pretrained(tmp_path / "hf")[0].config == source.config
 
 
 def test_export_of_a_missing_checkpoint(tmp_path):

@@ -44,7 +44,7 @@ GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 HUB_FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt")
 CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE, MERGES_FILE = HUB_FILES
 CHAR_VOCAB_FILE = "tinygpt_char_vocab.json"   # written by `tinygpt export` for a char-level model
-PICKLE_FILES = ("pytorch_model.bin", "tf_model.h5", "model.ckpt.index", "flax_model.msgpack")
+OTHER_FORMATS = ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack")   # never read
 
 # GPT-2's GELU is the tanh approximation; Hugging Face knows it under these two names.
 TANH_GELU = ("gelu_new", "gelu_pytorch_tanh")
@@ -77,7 +77,7 @@ def load_pretrained(name_or_path, dtype=np.float32):
     model.eval()
     weights = read_hf_weights(directory, model)
     for name, p in model.named_parameters():
-        p.data = weights.pop(name)           # already checked: same shape, the model's dtype
+        p.data = weights.pop(name)   # checked: same shape and dtype. No copy; the init is freed
     tokenizer = load_tokenizer(directory, config.vocab_size)
     return model, tokenizer
 
@@ -236,14 +236,15 @@ def read_hf_weights(directory: Path, model: GPT) -> dict[str, np.ndarray]:
 
 
 def _refuse_other_formats(directory: Path, path: Path):
-    pickles = [name for name in PICKLE_FILES if (directory / name).exists()]
-    if pickles:
+    others = [name for name in OTHER_FORMATS if (directory / name).exists()]
+    if others:
+        why = (" (a pickle file: unpickling runs whatever code the file holds)"
+               if others[0].endswith(".bin") else "")
         raise PretrainedError(
-            f"{directory} has {pickles[0]} but no {WEIGHTS_FILE}. tinygpt never loads pickle "
-            f"files (unpickling runs whatever code the file holds). Use the safetensors version: "
-            f"most Hub repos have one; or convert once, where you trust the file, with "
-            f"`GPT2LMHeadModel.from_pretrained(dir).save_pretrained(dir)` (transformers writes "
-            f"{WEIGHTS_FILE}).")
+            f"{directory} has {others[0]} but no {WEIGHTS_FILE}; tinygpt reads weights only from "
+            f"safetensors files{why}. Use the safetensors version (most Hub repos have one), or "
+            f"convert once, where you trust the file, with transformers: "
+            f"`GPT2LMHeadModel.from_pretrained(dir).save_pretrained(dir)` writes {WEIGHTS_FILE}.")
     if (directory / (WEIGHTS_FILE + ".index.json")).exists():
         raise PretrainedError(f"{directory} holds a sharded checkpoint "
                               f"({WEIGHTS_FILE}.index.json); tinygpt reads one {WEIGHTS_FILE}: "
