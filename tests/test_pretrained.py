@@ -300,7 +300,7 @@ def test_name_offline_with_an_empty_cache(monkeypatch, no_network, empty_hub_cac
 def test_name_when_the_hub_cannot_be_reached(monkeypatch, no_network, empty_hub_cache):
     """Not offline by setting: huggingface_hub tries the network, fails, and (after retries that
     we skip here) raises LocalEntryNotFoundError, as observed with huggingface_hub 2.x."""
-    from huggingface_hub import errors
+    from huggingface_hub.utils import LocalEntryNotFoundError
     real = empty_hub_cache.hf_hub_download
     calls = []
 
@@ -308,7 +308,7 @@ def test_name_when_the_hub_cannot_be_reached(monkeypatch, no_network, empty_hub_
         calls.append(local_files_only)
         if local_files_only:
             return real(repo, filename, local_files_only=True, **kwargs)   # the (empty) cache
-        raise errors.LocalEntryNotFoundError("cannot reach the Hub")
+        raise LocalEntryNotFoundError("cannot reach the Hub")
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(empty_hub_cache, "hf_hub_download", fake)

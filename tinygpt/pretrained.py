@@ -125,7 +125,9 @@ def download(name: str) -> Path:
     we read it ourselves, so it holds even if huggingface_hub was imported before it was set.
     """
     try:
-        from huggingface_hub import constants, errors, hf_hub_download
+        from huggingface_hub import constants, hf_hub_download
+        # huggingface_hub.utils exports these in old and current (2.x) versions alike
+        from huggingface_hub.utils import LocalEntryNotFoundError, OfflineModeIsEnabled
     except ImportError:
         raise PretrainedError(
             f"downloading {name!r} needs the optional package huggingface_hub: "
@@ -136,7 +138,7 @@ def download(name: str) -> Path:
     def fetch(filename: str) -> Path:
         try:
             return Path(hf_hub_download(repo, filename, local_files_only=True))  # cache only
-        except errors.LocalEntryNotFoundError:
+        except LocalEntryNotFoundError:
             if offline:
                 raise
         return Path(hf_hub_download(repo, filename))                             # the network
@@ -145,7 +147,7 @@ def download(name: str) -> Path:
     for filename in HUB_FILES:
         try:
             paths.append(fetch(filename))
-        except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled) as e:
+        except (LocalEntryNotFoundError, OfflineModeIsEnabled):
             why = ("HF_HUB_OFFLINE is set" if offline else
                    "the Hub could not be reached (is this machine offline?)")
             raise PretrainedError(

@@ -1,6 +1,39 @@
 """Who owns the CPU cores: NumPy's BLAS (OpenBLAS) or Numba's thread pool.
 
-DRAFT: numbers to be filled in.
+Both libraries keep their own pool of worker threads, and both let the workers spin (busy-wait)
+for a while after a parallel call so that the next call starts fast. On a 2-core machine a spinning
+pool holds a core the other pool is waiting for: a parallel region, whose threads meet at a
+barrier, then waits for a thread that cannot run. So only one of them may run parallel.
+
+Measured on the 2-core AMD EPYC (Zen 3, AVX2; OpenBLAS 0.3.31 "Haswell" kernels) this was written
+on, float32, GFLOP/s, best / median of 100 runs:
+
+                            BLAS 1, Numba 1   BLAS 1, Numba 2   BLAS 2, Numba 1   BLAS 2, Numba 2
+  np.matmul 768x128@128x384     71 / 64           82 / 76          150 / 134         149 / 135
+  Numba     768x128@128x384     55 / 46          122 / 108          62 / 55           98 / 82
+  np.matmul 48x(64x32@32x64)    56 / 52           63 / 61           63 / 61           50 / 43
+  Numba     48x(64x32@32x64)    24 / 23           47 / 41           30 / 27           45 / 39
+  the two products alternately, as in a training step:
+    np.matmul 768x128@128x384   79 / 74           87 / 80          142 / 126          71 / 7
+    Numba batched               24 / 22           45 / 35           30 / 25           25 / 0.4
+
+The last column is the fight: both pools parallel, and the medians fall 20x (BLAS) and 100x
+(Numba) once the two alternate. Of the two ways to avoid it:
+  owner="blas"  (BLAS 2, Numba 1): BLAS does the 2-D products at 134-150 GFLOP/s, the batched
+                attention products at 63, and the Numba kernels run on the calling thread.
+  owner="numba" (BLAS 1, Numba 2): the Numba kernel does the 2-D products at 108-122, BLAS the
+                batched ones at 63, and the softmax kernels get both cores.
+"blas" is faster where the time goes (the 2-D products are ~90% of a block's matmul flops), so it
+is the default; `set_num_threads(n, owner="numba")` chooses the other. `matmul` dispatches
+according to the owner (tensor/kernels/matmul.py).
+
+Another process busy on one of the two cores hurts any parallel region the same way (each call
+waits for the descheduled thread), so benchmarks need an otherwise idle machine.
+
+BLAS threads are set through OpenBLAS's own C function, found with ctypes among the libraries
+this process has loaded (no threadpoolctl needed); with another BLAS, or off Linux, that part is a
+silent no-op. OPENBLAS_CORETYPE, if set, chooses OpenBLAS's kernels; it is reported by
+`blas_info()` and never changed here.
 """
 import contextlib
 import ctypes
