@@ -10,18 +10,20 @@ The Tensor and the graph walk are in `tensor/tensor.py`; every op and its backwa
 build layers and optimizers on top.  Nothing here knows about GPT.
 """
 from .tensor import (Tensor, tensor, zeros, ones, randn, arange, no_grad, enable_grad,
-                     is_grad_enabled, manual_seed, default_generator)
+                     is_grad_enabled, manual_seed, default_generator, fused, is_fused)
 from . import functional
 from .functional import (add, sub, mul, div, truediv, neg, pow, exp, log, sqrt, tanh, relu, gelu,
                          cast, sum, mean, max, var, reshape, transpose, permute, getitem,
                          concatenate, cat, stack, split, where, masked_fill, matmul, softmax,
-                         log_softmax, cross_entropy, layer_norm, dropout, embedding, unbroadcast)
+                         log_softmax, cross_entropy, layer_norm, dropout, embedding, attention,
+                         unbroadcast)
 from .gradcheck import gradcheck, GradcheckError
+from . import nn, optim
 
 # The differentiable ops, by name: the gradient tests check that each one of these has a test.
 OPS = ("add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "tanh", "relu", "gelu",
        "cast", "sum", "mean", "max", "var", "reshape", "transpose", "permute", "getitem",
        "concatenate", "stack", "split", "where", "masked_fill", "matmul", "softmax",
-       "log_softmax", "cross_entropy", "layer_norm", "dropout", "embedding")
+       "log_softmax", "cross_entropy", "layer_norm", "dropout", "embedding", "attention")
 
 __version__ = "0.1.0"

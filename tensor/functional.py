@@ -24,6 +24,7 @@ import numbers
 import numpy as np
 
 from . import kernels
+from .kernels import fused as fk
 from . import tensor as _t
 from .tensor import Tensor, FLOAT_DTYPES
 
@@ -48,7 +49,7 @@ def _node(out: np.ndarray, op: str, parents: tuple, backward) -> Tensor:
     result = Tensor.__new__(Tensor)
     if not isinstance(out, np.ndarray):
         out = np.asarray(out)          # NumPy returns scalars for 0-d inputs; keep arrays
-    result.data, result.grad, result._op = out, None, op
+    result.data, result._grad, result._grad_owned, result._op = out, None, True, op
     result.requires_grad, result._parents, result._backward = False, (), None
     if _t._grad_enabled:
         for p in parents:
@@ -224,10 +225,16 @@ _GELU_C = math.sqrt(2.0 / math.pi)
 #   dx = g * [½(1 + t) + ½x(1 - t²) c (1 + 3·0.044715x²)],  t = tanh(u)
 def gelu(x) -> Tensor:
     x = as_tensor(x)
-    x2 = x.data * x.data                     # (x·x·x is much faster than x ** 3 in NumPy)
-    t = np.tanh(_GELU_C * x.data * (1 + 0.044715 * x2))
-    out = 0.5 * x.data * (1 + t)
+    if _t._fused:   # one Numba pass (tensor/kernels/fused.py) instead of the lines below
+        out = fk.gelu_forward(x.data)
+    else:
+        x2 = x.data * x.data                 # (x·x·x is much faster than x ** 3 in NumPy)
+        t = np.tanh(_GELU_C * x.data * (1 + 0.044715 * x2))
+        out = 0.5 * x.data * (1 + t)
     def backward(g):
+        if _t._fused:
+            x.grad += fk.gelu_backward(x.data, g)
+            return
         dudx = _GELU_C * (1 + 3 * 0.044715 * x2)
         x.grad += g * (0.5 * (1 + t) + 0.5 * x.data * (1 - t * t) * dudx)
     return _node(out, "gelu", (x,), backward)
@@ -367,10 +374,12 @@ def getitem(x, index) -> Tensor:
     except IndexError as e:
         raise IndexError(f"getitem: {e} (tensor of shape {x.shape})") from None
     def backward(g):
+        dx = np.zeros_like(x.data)
         if _has_array(index):
-            np.add.at(x.grad, index, g)         # scatter-add: repeated indices accumulate
+            np.add.at(dx, index, g)             # scatter-add: repeated indices accumulate
         else:
-            x.grad[index] += g                  # basic slicing: every place appears once
+            dx[index] = g                       # basic slicing: every place appears once
+        x.grad += dx
     return _node(np.array(out, copy=True), "getitem", (x,), backward)
 
 
@@ -572,13 +581,22 @@ def cross_entropy(logits, targets, ignore_index: int = -1) -> Tensor:
     if bad.any():
         raise IndexError(f"cross_entropy: target {t[bad][0]} is outside 0..{v - 1} "
                          f"(logits have {v} classes); ignore_index is {ignore_index}")
-    rows = np.nonzero(keep)[0]
-    n_kept = builtins.max(len(rows), 1)
-    shifted = z - z.max(axis=1, keepdims=True)                     # stable: largest is 0
-    log_sum = np.log(np.exp(shifted).sum(axis=1))                  # (N,)
-    picked = shifted[rows, t[rows]] - log_sum[rows]                # log p(target)
-    out = np.asarray(-picked.sum() / n_kept, dtype=logits.dtype)
+    n_kept = builtins.max(int(keep.sum()), 1)
+    if _t._fused:   # one Numba pass per row: max, log-sum-exp, pick the target
+        losses, lse = fk.cross_entropy_forward(z, t, ignore_index)
+        out = np.asarray(losses.sum() / n_kept, dtype=logits.dtype)
+    else:
+        rows = np.nonzero(keep)[0]
+        shifted = z - z.max(axis=1, keepdims=True)                 # stable: largest is 0
+        log_sum = np.log(np.exp(shifted).sum(axis=1))              # (N,)
+        picked = shifted[rows, t[rows]] - log_sum[rows]            # log p(target)
+        out = np.asarray(-picked.sum() / n_kept, dtype=logits.dtype)
     def backward(g):
+        if _t._fused:
+            g_rows = np.full(z.shape[0], g / n_kept, dtype=z.dtype)
+            logits.grad += fk.cross_entropy_backward(z, t, lse, g_rows, ignore_index).reshape(
+                logits.shape)
+            return
         probs = np.exp(shifted - log_sum[:, None])                 # softmax, (N, V)
         probs[rows, t[rows]] -= 1.0
         probs[~keep] = 0.0
@@ -601,6 +619,8 @@ def layer_norm(x, w=None, b=None, eps: float = 1e-5) -> Tensor:
         if p is not None and p.shape != (c,):
             raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected ({c},) for an "
                              f"input of shape {x.shape}")
+    if _t._fused and w is not None and b is not None:
+        return _layer_norm_fused(x, w, b, eps)
     mu = x.data.mean(axis=-1, keepdims=True)
     rstd = 1.0 / np.sqrt(x.data.var(axis=-1, keepdims=True) + eps)   # 1/σ, (..., 1)
     xhat = (x.data - mu) * rstd
@@ -618,6 +638,20 @@ def layer_norm(x, w=None, b=None, eps: float = 1e-5) -> Tensor:
                               - xhat * (d * xhat).mean(axis=-1, keepdims=True))
     parents = tuple(p for p in (x, w, b) if p is not None)
     return _node(out.astype(x.dtype, copy=False), "layer_norm", parents, backward)
+
+
+def _layer_norm_fused(x, w, b, eps):
+    """The same layer norm as one Numba pass forward and one backward (tensor/kernels/fused.py)."""
+    out, mean, rstd = fk.layernorm_forward(x.data, w.data, b.data, eps)
+    def backward(g):
+        dx, dw, db = fk.layernorm_backward(g, x.data, w.data, mean, rstd)
+        if x.requires_grad:
+            x.grad += dx
+        if w.requires_grad:
+            w.grad += dw
+        if b.requires_grad:
+            b.grad += db
+    return _node(out, "layer_norm", (x, w, b), backward)
 
 
 # Inverted dropout: keep each entry with probability 1-p and scale it by 1/(1-p), so the
@@ -646,5 +680,44 @@ def embedding(idx, w) -> Tensor:
                          f"is outside 0..{w.shape[0] - 1} (table of shape {w.shape})")
     out = w.data[idx]                                              # (*idx.shape, C)
     def backward(g):
-        np.add.at(w.grad, idx.reshape(-1), g.reshape(-1, w.shape[1]))   # scatter-add rows
+        if _t._fused:
+            w.grad += fk.embedding_backward(idx, g, w.shape[0])
+            return
+        dw = np.zeros_like(w.data)
+        np.add.at(dw, idx.reshape(-1), g.reshape(-1, w.shape[1]))       # scatter-add rows
+        w.grad += dw
     return _node(out, "embedding", (w,), backward)
+
+
+# Causal self-attention from the fused q/k/v projection, all heads in one op:
+#   per head: a = softmax(q kᵀ / √hs, causal);  y = a v      (heads side by side in y)
+#   dv = aᵀ g;  da = g vᵀ;  ds = a ⊙ (da - Σ a ⊙ da) / √hs;  dq = ds k;  dk = dsᵀ q
+# One node instead of eleven: q, k, v are strided views of qkv (no split or transpose copies),
+# the products run in the batched matmul kernel and the mask, scale and softmax in one pass of
+# the softmax kernel. The op-by-op version of the same computation is in tinygpt/model.py
+# (CausalSelfAttention), used when the fused kernels are off.
+def attention(qkv, n_head: int) -> Tensor:
+    """qkv (B, T, 3C) with q, k, v side by side -> y (B, T, C)."""
+    qkv = as_tensor(qkv)
+    if qkv.ndim != 3 or qkv.shape[-1] % (3 * n_head):
+        raise ValueError(f"attention: qkv must be (B, T, 3C) with C divisible by n_head={n_head}, "
+                         f"got shape {qkv.shape}")
+    B, T, C3 = qkv.shape
+    C, hs = C3 // 3, C3 // 3 // n_head
+    scale = 1.0 / math.sqrt(hs)
+    heads = qkv.data.reshape(B, T, 3, n_head, hs).transpose(2, 0, 3, 1, 4)   # (3, B, nh, T, hs)
+    q, k, v = heads                                                # views, (B, nh, T, hs) each
+    att = kernels.softmax_forward(_matmul_arrays(q, k.swapaxes(-1, -2)), scale=scale,
+                                  causal=True)                     # (B, nh, T, T)
+    y = _matmul_arrays(att, v)                                     # (B, nh, T, hs)
+    out = y.transpose(0, 2, 1, 3).reshape(B, T, C)                 # (B, T, C): heads side by side
+    def backward(g):
+        g = g.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)      # (B, nh, T, hs)
+        dqkv = np.empty((B, T, 3, n_head, hs), dtype=qkv.dtype)
+        dq, dk, dv = dqkv.transpose(2, 0, 3, 1, 4)                 # views into dqkv
+        dv[...] = _matmul_arrays(att.swapaxes(-1, -2), g)          # aᵀ g
+        ds = kernels.softmax_backward(att, _matmul_arrays(g, v.swapaxes(-1, -2)), scale=scale)
+        dq[...] = _matmul_arrays(ds, k)                            # ds k
+        dk[...] = _matmul_arrays(ds.swapaxes(-1, -2), q)           # dsᵀ q
+        qkv.grad += dqkv.reshape(B, T, C3)
+    return _node(out, "attention", (qkv,), backward)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import os
 
 import numpy as np
 
@@ -39,6 +40,28 @@ def no_grad():
         _grad_enabled = previous
 
 
+# Fused kernels: with them on (the default), gelu, layer_norm, cross_entropy, embedding and the
+# `attention` op run as single-pass Numba kernels (tensor/kernels/fused.py); off, the same ops run
+# as the NumPy lines written beside them, and GPT builds attention op by op. Both paths are
+# tested; set TENSOR_FUSED=0 in the environment, or use `with tensor.fused(False):`, to compare.
+_fused = os.environ.get("TENSOR_FUSED", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def is_fused() -> bool:
+    return _fused
+
+
+@contextlib.contextmanager
+def fused(enabled: bool = True):
+    """Context manager: run the ops inside with (True) or without (False) the fused kernels."""
+    global _fused
+    previous, _fused = _fused, bool(enabled)
+    try:
+        yield
+    finally:
+        _fused = previous
+
+
 @contextlib.contextmanager
 def enable_grad():
     global _grad_enabled
@@ -47,6 +70,39 @@ def enable_grad():
         yield
     finally:
         _grad_enabled = previous
+
+
+class _Pending:
+    """What `t.grad` holds during backward until the first gradient reaches t.
+
+    `t.grad += dx` then stores dx itself, with no zero-filled buffer and no copy. The array is
+    marked borrowed, because it may be shared: `add` hands the same g to both inputs, `reshape`
+    hands on a view of it. A borrowed gradient is never written in place; the next `+=` makes
+    a new array (borrowed + dx) that the tensor owns. Ops need not know any of this.
+    """
+    __slots__ = ()
+
+    def __iadd__(self, dx):
+        return _Borrowed(dx)
+
+    def __isub__(self, dx):
+        return np.negative(dx)            # a new array: owned
+
+
+class _Borrowed:
+    __slots__ = ("array",)
+
+    def __init__(self, array):
+        self.array = array
+
+    def __iadd__(self, dx):
+        return self.array + dx            # a new array, owned from now on
+
+    def __isub__(self, dx):
+        return self.array - dx
+
+
+_PENDING = _Pending()
 
 
 def _freed_backward(g):
@@ -59,7 +115,8 @@ def _freed_backward(g):
 class Tensor:
     """An n-dimensional array (float32 by default) with optional gradient tracking."""
 
-    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "_op", "__weakref__")
+    __slots__ = ("data", "_grad", "_grad_owned", "requires_grad", "_parents", "_backward", "_op",
+                 "__weakref__")
     __array_priority__ = 1000  # so `ndarray + Tensor` calls Tensor.__radd__, not NumPy's add
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
@@ -67,11 +124,31 @@ class Tensor:
         if requires_grad and self.data.dtype not in FLOAT_DTYPES:
             raise TypeError(f"Tensor: only float32/float64 tensors can require gradients, "
                             f"got dtype {self.data.dtype}")
-        self.grad = None              # np.ndarray of the same shape once backward has run
+        self._grad = None             # see the `grad` property
+        self._grad_owned = True
         self.requires_grad = bool(requires_grad)
         self._parents = ()            # the tensors this one was computed from
         self._backward = None         # closure g -> accumulate into the parents' .grad
         self._op = ""                 # the op's name, for error messages and graph drawing
+
+    # -- the gradient --------------------------------------------------------------------------
+    @property
+    def grad(self):
+        """dLoss/dself: an array of self's shape once backward has run (None before)."""
+        if self._grad_owned or self._grad is _PENDING:
+            return self._grad
+        return _Borrowed(self._grad)      # so that `+=` copies instead of writing in place
+
+    @grad.setter
+    def grad(self, value):
+        owned = not isinstance(value, _Borrowed)
+        g = value if owned else value.array
+        if isinstance(g, np.ndarray) and (g.shape != self.data.shape or g.dtype != self.data.dtype):
+            # a first contribution may still have size-1 axes (sum's backward) or another float
+            # dtype: view it at this tensor's shape (read-only, so borrowed)
+            g = np.broadcast_to(g.astype(self.data.dtype, copy=False), self.data.shape)
+            owned = False
+        self._grad, self._grad_owned = g, owned
 
     # -- the basics ----------------------------------------------------------------------------
     @property
@@ -149,19 +226,25 @@ class Tensor:
                                  f"{self.shape}")
 
         order = self._topological_order()
-        for t in order:                           # every node starts at zero, then `+=`
-            if t.grad is None or t._backward is not None:  # (a leaf keeps what it had before)
-                t.grad = np.zeros_like(t.data)
+        for t in order:                           # nothing has arrived yet (a leaf keeps what
+            if t._grad is None or t._backward is not None:     # it accumulated before)
+                t.grad = _PENDING
         self.grad += grad
 
         for t in reversed(order):                 # outputs before inputs
             if t._backward is None:
                 continue                          # a leaf
-            t._backward(t.grad)
+            if t._grad is not _PENDING:           # (pending: no gradient reached it, nothing to do)
+                t._backward(t._grad)
             if not retain_graph:
                 t._backward = _freed_backward     # drop the closure and what it saved
                 t._parents = ()
             t.grad = None                         # intermediate gradients are not kept
+        for t in order:                           # leaves end with arrays they own
+            if t._grad is _PENDING:
+                t.grad = np.zeros_like(t.data)
+            elif not t._grad_owned:
+                t.grad = np.array(t._grad, dtype=t.dtype, copy=True)
 
     def _topological_order(self) -> list:
         """Nodes that require grad, each after all of its parents. Iterative: graphs may be deep."""

@@ -946,3 +946,63 @@ def test_grad_diamond():
     ea = np.exp(a)
     # d out_ij / d x_kl = e_ij Σe δ + e_ij e_kl  ->  dx = e ⊙ (g Σe + Σ(g ⊙ e))
     np.testing.assert_allclose(x.grad, ea * (g * ea.sum() + (g * ea).sum()), rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# attention, and the fused kernels against the NumPy path of the same ops
+# ---------------------------------------------------------------------------------------------
+def fused_attention_reference(qkv, n_head):
+    """Causal self-attention written from its definition, head by head, query by query."""
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    hs = C // n_head
+    y = np.zeros((B, T, C))
+    for b in range(B):
+        for h in range(n_head):
+            q = qkv[b, :, h * hs:(h + 1) * hs]
+            k = qkv[b, :, C + h * hs:C + (h + 1) * hs]
+            v = qkv[b, :, 2 * C + h * hs:2 * C + (h + 1) * hs]
+            for i in range(T):
+                scores = np.array([q[i] @ k[j] / math.sqrt(hs) for j in range(i + 1)])
+                w = np.exp(scores - scores.max())
+                w /= w.sum()
+                y[b, i, h * hs:(h + 1) * hs] = w @ v[:i + 1]
+    return y
+
+
+@covers("attention")
+@settings(max_examples=N_EXAMPLES)
+@given(b=st.integers(1, 2), t=st.integers(1, 5), n_head=st.integers(1, 3), hs=st.integers(1, 3),
+       seed=SEEDS)
+def test_grad_attention(b, t, n_head, hs, seed):
+    a = normal(seed, (b, t, 3 * n_head * hs))
+    x = leaf(a)
+    assert_forward(F.attention(x, n_head), fused_attention_reference(a, n_head))
+    check(lambda x: F.attention(x, n_head), x)
+
+
+def test_attention_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="attention"):
+        F.attention(leaf(normal(0, (2, 3, 10))), 2)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "numpy"])
+@pytest.mark.parametrize("op", ["gelu", "layer_norm", "cross_entropy", "embedding"])
+def test_fused_and_numpy_paths_agree_and_pass_gradcheck(op, fused):
+    rng = np.random.default_rng(7)
+    x = leaf(rng.standard_normal((3, 4, 6)))
+    fns = {
+        "gelu": (lambda x: F.gelu(x), (x,)),
+        "layer_norm": (lambda x, w, b: F.layer_norm(x, w, b),
+                       (x, leaf(rng.standard_normal(6)), leaf(rng.standard_normal(6)))),
+        "cross_entropy": (lambda x: F.cross_entropy(x, np.array([[0, 5, -1, 2]] * 3)), (x,)),
+        "embedding": (lambda w: F.embedding(np.array([[1, 1, 0], [4, 1, 2]]), w),
+                      (leaf(rng.standard_normal((5, 6))),)),
+    }
+    fn, inputs = fns[op]
+    with tensor.fused(fused):
+        check(fn, *inputs)
+        out = fn(*inputs).data
+    with tensor.fused(not fused):
+        other = fn(*inputs).data
+    np.testing.assert_allclose(out, other, rtol=1e-7, atol=1e-9)

@@ -83,6 +83,7 @@ def op_cases(dtype):
         "layer_norm": (lambda: F.layer_norm(x, w, b), (x, w, b)),
         "dropout": (lambda: F.dropout(x, 0.5, generator=np.random.default_rng(0)), (x,)),
         "embedding": (lambda: F.embedding(np.array([0, 4, 4]), emb), (emb,)),
+        "attention": (lambda: F.attention(x.reshape(1, 2, 6), 2), (x,)),
     }
 
 

@@ -117,6 +117,12 @@ main.add_command(generate_cmd, "generate")
 main.add_command(perplexity_cmd, "perplexity")
 main.add_command(export_cmd, "export")
 
+# `inspect` and `plot` (looking inside a model, plotting a run) live in tinygpt/cli_learn.py.
+from .cli_learn import inspect_cmd, plot_cmd  # noqa: E402
+
+main.add_command(inspect_cmd, "inspect")
+main.add_command(plot_cmd, "plot")
+
 
 if __name__ == "__main__":
     main()
