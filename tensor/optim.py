@@ -9,6 +9,9 @@ import math
 
 import numpy as np
 
+from .kernels.fused import adamw_update
+from .tensor import is_fused
+
 
 class Optimizer:
     def __init__(self, params, lr: float):
@@ -84,6 +87,10 @@ class AdamW(Optimizer):
             if p.grad is None:
                 continue
             g = p.grad
+            if is_fused():    # the same update, one Numba pass (tensor/kernels/fused.py)
+                adamw_update(p.data, g, m, v, self.lr, b1, b2, self.eps,
+                             self.weight_decay if decay else 0.0, t)
+                continue
             m *= b1
             m += (1 - b1) * g
             v *= b2

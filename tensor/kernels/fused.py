@@ -53,11 +53,11 @@ def _gelu_constants(x):
 
 @njit(**_FAST)
 def _tanh(u, lim, one, P, Q):
-    u = lim if u > lim else (-lim if u < -lim else u)
-    z = u * u
-    num = u * (P[0] + z * (P[1] + z * (P[2] + z * (P[3] + z * P[4]))))
+    w = lim if u > lim else (-lim if u < -lim else u)       # keep the polynomials finite
+    z = w * w
+    num = w * (P[0] + z * (P[1] + z * (P[2] + z * (P[3] + z * P[4]))))
     den = one + z * (Q[0] + z * (Q[1] + z * (Q[2] + z * Q[3])))
-    return num / den
+    return one if u >= lim else (-one if u <= -lim else num / den)
 
 
 @njit(**_FAST)
