@@ -124,6 +124,15 @@ class Module:
         return missing, unexpected
 
 
+def _normal(shape, std, dtype, generator, init):
+    """N(0, std²) weights; with init=False zeros instead, for weights about to be overwritten by
+    loaded ones (np.zeros costs no time or memory until the pages are written)."""
+    if not init:
+        return np.zeros(shape, dtype=dtype)
+    rng = generator if generator is not None else np.random.default_rng()
+    return rng.normal(0.0, std, shape).astype(dtype)
+
+
 class Linear(Module):
     """out = x @ weight + bias, weight of shape (in_features, out_features).
 
@@ -131,11 +140,10 @@ class Linear(Module):
     product needs no transpose."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 dtype=DEFAULT_DTYPE, generator=None, std: float | None = None):
+                 dtype=DEFAULT_DTYPE, generator=None, std: float | None = None, init: bool = True):
         super().__init__()
-        rng = generator if generator is not None else np.random.default_rng()
         std = 1.0 / math.sqrt(in_features) if std is None else std
-        self.weight = Parameter(rng.normal(0.0, std, (in_features, out_features)).astype(dtype))
+        self.weight = Parameter(_normal((in_features, out_features), std, dtype, generator, init))
         self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
 
     def forward(self, x):
@@ -147,10 +155,10 @@ class Embedding(Module):
     """A lookup table: row i of `weight` is the vector for id i."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, dtype=DEFAULT_DTYPE,
-                 generator=None, std: float = 1.0):
+                 generator=None, std: float = 1.0, init: bool = True):
         super().__init__()
-        rng = generator if generator is not None else np.random.default_rng()
-        self.weight = Parameter(rng.normal(0.0, std, (num_embeddings, embedding_dim)).astype(dtype))
+        self.weight = Parameter(_normal((num_embeddings, embedding_dim), std, dtype, generator,
+                                        init))
 
     def forward(self, idx):
         return F.embedding(idx, self.weight)

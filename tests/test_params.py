@@ -63,3 +63,20 @@ def test_docs_hold_the_computed_tables():
 def test_unknown_preset_is_named():
     with pytest.raises(ValueError, match="gpt3"):
         count_parameters("gpt3")
+
+
+@pytest.mark.parametrize("fields", [
+    dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257),    # gpt2
+    dict(n_layer=3, n_head=4, n_embd=48, block_size=77, vocab_size=1003),
+])
+def test_formula_matches_transformers_gpt2(fields):
+    """A third oracle: Hugging Face's GPT2LMHeadModel of the same shape, built on the meta
+    device (shapes only, no memory); its parameters() lists the tied wte/lm_head once."""
+    torch = pytest.importorskip("torch", reason="needs the `parity` extra")
+    transformers = pytest.importorskip("transformers", reason="needs the `parity` extra")
+    hf = transformers.GPT2Config(n_layer=fields["n_layer"], n_head=fields["n_head"],
+                                 n_embd=fields["n_embd"], n_positions=fields["block_size"],
+                                 vocab_size=fields["vocab_size"])
+    with torch.device("meta"):
+        model = transformers.GPT2LMHeadModel(hf)
+    assert count_parameters(GPTConfig(**fields)) == sum(p.numel() for p in model.parameters())

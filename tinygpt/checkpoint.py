@@ -77,7 +77,7 @@ def load_model(out_dir, dtype=np.float32):
     from .model import GPT, GPTConfig
     from .tokenizer import tokenizer_from_dict
     config = load_config(out_dir)
-    model = GPT(GPTConfig.from_dict(config["model"]), dtype=dtype)
+    model = GPT(GPTConfig.from_dict(config["model"]), dtype=dtype, init=False)
     arrays, _ = _load_arrays(Path(out_dir) / MODEL_FILE, int(config.get("iteration", 0)))
     try:
         model.load_state_dict(arrays)

@@ -236,6 +236,10 @@ def heatmap(att: np.ndarray, labels: list, max_tokens: int = MAX_MAP_TOKENS) -> 
     return "\n".join(lines)
 
 
+def _percent(p: float) -> str:
+    return f"{p:.2%}" if p >= 1e-4 else f"{100 * p:.1e}%"     # an untrained model: tiny p
+
+
 def _row(values: np.ndarray, n: int = 4) -> str:
     return "[" + ", ".join(f"{v:+.3f}" for v in values[:n]) + ", …]"
 
@@ -252,15 +256,18 @@ def report(model: GPT, tok, ids, layer: int = 0, head: int = 0, k: int = 10) -> 
            f"context {cfg.block_size}, vocabulary {cfg.vocab_size:,}; "
            f"{model.num_parameters():,} parameters",
            "", f"1. tokens: the prompt is {T} token{'s' if T != 1 else ''}"]
-    out += [f"   {t:>4}  {_fit(l, w):<{w}} id {i}" for t, (l, i) in enumerate(zip(labels, tr.ids))]
+    out += [f"   {t:>4}  {_fit(l, w):<{w}} id {i}"
+            for t, (l, i) in enumerate(zip(labels[:64], tr.ids[:64]))]
+    if T > 64:
+        out.append(f"   … ({T - 64} more)")
 
     out += ["", "2. embeddings: one row of each table per token, added",
             f"   wte.weight {_shape(model.wte.weight.shape)}: row <id>  -> token vector ({C},)",
             f"   wpe.weight {_shape(model.wpe.weight.shape)}: row <position> -> position "
             f"vector ({C},)"]
     for t, l in enumerate(labels[:8]):
-        out.append(f"   {t:>4}  {_fit(l, w):<{w}} wte[{tr.ids[t]}] {_row(tr.tok_emb[t])}  "
-                   f"wpe[{t}] {_row(tr.pos_emb[t])}")
+        out.append(f"   {t:>4}  {_fit(l, w):<{w}} {f'wte[{tr.ids[t]}]':<11} {_row(tr.tok_emb[t])}  "
+                   f"{f'wpe[{t}]':<9} {_row(tr.pos_emb[t])}")
     if T > 8:
         out.append(f"   … ({T - 8} more)")
     out.append(f"   x = wte[ids] + wpe[0:{T}]   {_shape((1, T, C))}")
@@ -284,7 +291,7 @@ def report(model: GPT, tok, ids, layer: int = 0, head: int = 0, k: int = 10) -> 
     for rank, (i, p) in enumerate(top_k(probs, k), 1):
         bar = "█" * int(round(p * 30))
         label = token_labels(tok, [i])[0]
-        out.append(f"   {rank:>3}. {p:7.2%}  {_fit(label, w):<{w}} id {i:<6} {bar}")
+        out.append(f"   {rank:>3}. {_percent(p):>8}  {_fit(label, w):<{w}} id {i:<6} {bar}")
     return "\n".join(out)
 
 

@@ -67,12 +67,12 @@ PRESETS = {
 class CausalSelfAttention(nn.Module):
     """Each token builds a query, a key and a value; it attends to itself and earlier tokens."""
 
-    def __init__(self, cfg: GPTConfig, rng, dtype):
+    def __init__(self, cfg: GPTConfig, rng, dtype, init=True):
         super().__init__()
         self.n_head, self.n_embd = cfg.n_head, cfg.n_embd
         proj_std = 0.02 / math.sqrt(2 * cfg.n_layer)   # residual projections: GPT-2's scaled init
-        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, cfg.bias, dtype, rng, std=0.02)
-        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, cfg.bias, dtype, rng, std=proj_std)
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, cfg.bias, dtype, rng, 0.02, init)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, cfg.bias, dtype, rng, proj_std, init)
         self.attn_dropout = nn.Dropout(cfg.dropout, rng)
         self.resid_dropout = nn.Dropout(cfg.dropout, rng)
 
@@ -100,11 +100,11 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     """Widen 4×, GELU, project back."""
 
-    def __init__(self, cfg: GPTConfig, rng, dtype):
+    def __init__(self, cfg: GPTConfig, rng, dtype, init=True):
         super().__init__()
         proj_std = 0.02 / math.sqrt(2 * cfg.n_layer)
-        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, cfg.bias, dtype, rng, std=0.02)
-        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, cfg.bias, dtype, rng, std=proj_std)
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, cfg.bias, dtype, rng, 0.02, init)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, cfg.bias, dtype, rng, proj_std, init)
         self.dropout = nn.Dropout(cfg.dropout, rng)
 
     def forward(self, x):
@@ -113,12 +113,12 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: GPTConfig, rng, dtype):
+    def __init__(self, cfg: GPTConfig, rng, dtype, init=True):
         super().__init__()
         self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=1e-5, bias=cfg.bias, dtype=dtype)
-        self.attn = CausalSelfAttention(cfg, rng, dtype)
+        self.attn = CausalSelfAttention(cfg, rng, dtype, init)
         self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=1e-5, bias=cfg.bias, dtype=dtype)
-        self.mlp = MLP(cfg, rng, dtype)
+        self.mlp = MLP(cfg, rng, dtype, init)
 
     def forward(self, x, cache=None):
         x = x + self.attn(self.ln_1(x), cache)                      # (B, T, C)
@@ -148,15 +148,17 @@ class KVCache:
 
 
 class GPT(nn.Module):
-    def __init__(self, config: GPTConfig, seed: int | None = None, dtype=np.float32):
+    def __init__(self, config: GPTConfig, seed: int | None = None, dtype=np.float32,
+                 init: bool = True):
+        """init=False: zeros instead of random weights (fast), for weights about to be loaded."""
         super().__init__()
         self.config = config
         rng = np.random.default_rng(seed)
         dtype = np.dtype(dtype)
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd, dtype, rng, std=0.02)
-        self.wpe = nn.Embedding(config.block_size, config.n_embd, dtype, rng, std=0.02)
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd, dtype, rng, 0.02, init)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd, dtype, rng, 0.02, init)
         self.drop = nn.Dropout(config.dropout, rng)
-        self.h = nn.ModuleList([Block(config, rng, dtype) for _ in range(config.n_layer)])
+        self.h = nn.ModuleList([Block(config, rng, dtype, init) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias, dtype=dtype)
         # no lm_head: the logits reuse wte.weight (weight tying, as in GPT-2)
 

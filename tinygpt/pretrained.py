@@ -73,7 +73,7 @@ def load_pretrained(name_or_path, dtype=np.float32):
                               f"directory: load it with tinygpt.checkpoint.load_model, or write "
                               f"one with `tinygpt export --out {directory} --to HF_DIR`")
     config = config_from_hf(read_hf_config(directory / CONFIG_FILE))
-    model = GPT(config, dtype=dtype)
+    model = GPT(config, dtype=dtype, init=False)   # every weight is loaded below
     model.eval()
     weights = read_hf_weights(directory, model)
     for name, p in model.named_parameters():

@@ -1,0 +1,133 @@
+"""The docs point into the code, and the code they point to exists.
+
+Convention for docs/*.md (checked here):
+  - every relative link [text](path) resolves to a file or directory of the repository, and a
+    link with an #anchor into a .md file names one of its headings;
+  - a link whose text is a name in backticks, [`name`](../path.py), says "`name` is defined in
+    path.py": the file must define it (def, class, or a module-level assignment). A dotted
+    [`Class.method`](../path.py) must be a method of that class.
+  - every ```python block runs.
+"""
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+CODE_NAME = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)`")
+PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+
+
+def links(md: Path):
+    """(text, target) of every link outside code blocks and inline code."""
+    text = re.sub(r"```.*?```", "", md.read_text(encoding="utf-8"), flags=re.S)
+    return [(m[1], m[2]) for m in LINK.finditer(text)]
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    s = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return s.replace(" ", "-")
+
+
+def anchors(md: Path) -> set:
+    text = re.sub(r"```.*?```", "", md.read_text(encoding="utf-8"), flags=re.S)
+    return {slug(m[1]) for m in re.finditer(r"^#+\s+(.*)$", text, re.M)}
+
+
+def definitions(py: Path) -> set:
+    """Names defined in a Python file: functions and classes at any depth (methods as
+    Class.method too), and module-level assignments."""
+    tree = ast.parse(py.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        if isinstance(node, ast.ClassDef):
+            names.update(f"{node.name}.{item.name}" for item in node.body
+                         if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)))
+    for node in tree.body:
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, ast.AnnAssign) else [])
+        names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+def problems(md: Path) -> list:
+    """Every broken link or missing name in one markdown file, as messages."""
+    found = []
+    for text, target in links(md):
+        if re.match(r"[a-z]+:", target):          # http:, https:, mailto:: not ours to check
+            continue
+        path_part, _, anchor = target.partition("#")
+        path = (md.parent / path_part).resolve() if path_part else md
+        if ROOT not in path.parents and path != ROOT:
+            found.append(f"{md.name}: link {target} leaves the repository")
+            continue
+        if not path.exists():
+            found.append(f"{md.name}: link {target} -> {path.relative_to(ROOT)} does not exist")
+            continue
+        if anchor and path.suffix == ".md" and anchor not in anchors(path):
+            found.append(f"{md.name}: link {target}: no heading #{anchor} in {path.name}")
+        name = CODE_NAME.fullmatch(text)
+        if name and path.suffix == ".py" and name[1] not in definitions(path):
+            found.append(f"{md.name}: [`{name[1]}`]({target}): {path.relative_to(ROOT)} defines "
+                         f"no {name[1]}")
+    return found
+
+
+def test_there_are_docs():
+    assert {p.name for p in DOCS} >= {"backprop.md", "gpt2.md"}
+
+
+@pytest.mark.parametrize("md", DOCS, ids=lambda p: p.name)
+def test_links_resolve_and_named_code_exists(md):
+    assert problems(md) == []
+
+
+@pytest.mark.parametrize("md", DOCS, ids=lambda p: p.name)
+def test_python_blocks_run(md):
+    for i, block in enumerate(PYTHON_BLOCK.findall(md.read_text(encoding="utf-8"))):
+        exec(compile(block, f"{md.name}, python block {i}", "exec"), {})
+
+
+def linked_names(md: Path) -> set:
+    return {f"{Path(target).name}:{m[1]}" for text, target in links(md)
+            if (m := CODE_NAME.fullmatch(text))}
+
+
+def test_backprop_doc_covers_the_ops_the_issue_lists():
+    names = linked_names(ROOT / "docs" / "backprop.md")
+    wanted = ["functional.py:" + op for op in ("unbroadcast", "add", "matmul", "softmax",
+              "log_softmax", "cross_entropy", "layer_norm", "gelu", "embedding", "getitem")]
+    wanted += ["model.py:CausalSelfAttention.forward", "gradcheck.py:gradcheck",
+               "tensor.py:Tensor.backward", "graph.py:to_dot"]
+    assert [w for w in wanted if w not in names] == []
+
+
+def test_gpt2_doc_points_at_each_step_of_the_model():
+    names = linked_names(ROOT / "docs" / "gpt2.md")
+    wanted = ["model.py:GPT.forward", "model.py:Block.forward",
+              "model.py:CausalSelfAttention.forward", "model.py:MLP", "model.py:KVCache",
+              "functional.py:embedding", "functional.py:softmax", "functional.py:gelu",
+              "functional.py:layer_norm", "softmax.py:causal_mask", "generate.py:sample_next",
+              "params.py:count_parameters", "inspect.py:attention_maps"]
+    assert [w for w in wanted if w not in names] == []
+
+
+def test_the_checker_catches_broken_links(tmp_path, monkeypatch):
+    """The checks above can fail: a missing file, a missing name, a missing heading."""
+    monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "pkg.py").write_text("class A:\n    def f(self): pass\n\nX = 1\n\ndef g(): pass\n")
+    md = tmp_path / "docs" / "t.md"
+    md.write_text("# Top\n[`A.f`](../pkg.py) [`X`](../pkg.py) [`g`](../pkg.py) [t](#top)\n"
+                  "[`A.h`](../pkg.py) [`nope`](../pkg.py) [x](../missing.py) [t](t.md#nowhere)\n"
+                  "[web](https://example.org)\n```\n[`in_code`](../nothing.py)\n```\n")
+    found = problems(md)
+    assert len(found) == 4, found
+    for needle in ("no A.h", "no nope", "missing.py does not exist", "no heading #nowhere"):
+        assert any(needle in f for f in found), needle

@@ -1,0 +1,304 @@
+"""tinygpt/inspect.py and the `tinygpt inspect` / `tinygpt plot` commands, on tiny local models.
+
+Oracles: the definition of attention (rows are probability distributions, zero in the future),
+the model's own forward pass (the logits and every block's output must be reproduced from the
+maps we report), and, when the `parity` extra is installed, transformers' GPT2LMHeadModel with
+output_attentions=True on the same weights.
+"""
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import tensor
+from tensor.io import save_safetensors
+from tinygpt.cli import main
+from tinygpt.export import hf_config, hf_tensors
+from tinygpt.inspect import (MASKED, attention_maps, causal_attention_weights, heatmap,
+                             next_token_probs, token_labels, top_k, trace)
+from tinygpt.model import GPT, GPTConfig
+from tinygpt.tokenizer import CharTokenizer
+
+SMALL = dict(vocab_size=50257, block_size=24, n_layer=2, n_head=2, n_embd=16)
+TINY_TRAIN = ["--n-layer", "2", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
+              "--batch-size", "4", "--eval-interval", "10", "--eval-iters", "2", "--quiet",
+              "--max-iters", "20"]
+
+
+def random_model(dtype=np.float64, seed=0, **overrides):
+    """Every parameter random (gains and biases too) and large enough that attention is far
+    from uniform, so a wrong scale, head order or mask shows."""
+    model = GPT(GPTConfig(**{**SMALL, **overrides}), seed=seed, dtype=dtype)
+    rng = np.random.default_rng(seed + 1)
+    for name, p in model.named_parameters():
+        gain = name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight"))
+        p.data[...] = (1.0 if gain else 0.0) + (0.3 if gain else 0.5) * rng.standard_normal(p.shape)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model()
+
+
+@pytest.fixture(scope="module")
+def ids():
+    return [int(i) for i in np.random.default_rng(7).integers(0, SMALL["vocab_size"], 11)]
+
+
+def write_hf_dir(path, model):
+    """A Hugging Face GPT-2 directory, written by tinygpt's own export functions."""
+    path.mkdir(parents=True, exist_ok=True)
+    save_safetensors(path / "model.safetensors", hf_tensors(model))
+    (path / "config.json").write_text(json.dumps(hf_config(model.config, 50256)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    return write_hf_dir(tmp_path_factory.mktemp("hf") / "tiny", random_model(np.float32))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A real `tinygpt train` checkpoint (char tokenizer) with its metrics.csv."""
+    out = tmp_path_factory.mktemp("train") / "out"
+    result = CliRunner().invoke(main, ["train", *TINY_TRAIN, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+# ----- the attention maps ----------------------------------------------------------------------
+
+def test_every_row_is_a_distribution_over_earlier_tokens(model, ids):
+    maps = attention_maps(model, ids)
+    T = len(ids)
+    assert len(maps) == model.config.n_layer
+    future = np.triu(np.ones((T, T), dtype=bool), k=1)
+    for att in maps:
+        assert att.shape == (model.config.n_head, T, T)
+        np.testing.assert_allclose(att.sum(axis=-1), 1.0, rtol=0, atol=1e-12)
+        assert np.all(att >= 0)
+        assert np.all(att[:, future] == 0.0)               # exactly 0, not just small
+        assert np.all(att[:, ~future] > 0)                 # every earlier token gets some weight
+
+
+def test_next_token_probs_are_the_softmax_of_the_models_last_logits(model, ids):
+    probs = next_token_probs(model, ids)
+    assert probs.shape == (SMALL["vocab_size"],)
+    assert math.isclose(probs.sum(), 1.0, abs_tol=1e-12)
+    with tensor.no_grad():
+        logits = model(np.array([ids]))[0].data[0, -1]
+    expected = np.exp(logits - logits.max())
+    np.testing.assert_allclose(probs, expected / expected.sum(), rtol=1e-10, atol=1e-15)
+
+
+def test_stepping_through_the_blocks_gives_the_models_logits(model, ids):
+    with tensor.no_grad():
+        expected = model(np.array([ids]))[0].data[0]
+    np.testing.assert_allclose(trace(model, ids).logits, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_the_maps_reproduce_every_blocks_output(model, ids):
+    """Put each layer's reported weights back through the block's own v, c_proj and MLP: the
+    result must be the block's output. A wrong scale, mask or head order would change it."""
+    maps = attention_maps(model, ids)
+    T, C, nh = len(ids), model.config.n_embd, model.config.n_head
+    with tensor.no_grad():
+        x = model.wte(np.array([ids])) + model.wpe(np.arange(T))              # (1, T, C)
+        for block, att in zip(model.h, maps):
+            v = block.attn.c_attn(block.ln_1(x)).data[..., 2 * C:]           # (1, T, C)
+            v = v.reshape(1, T, nh, C // nh).transpose(0, 2, 1, 3)           # (1, nh, T, hs)
+            y = (att[None] @ v).transpose(0, 2, 1, 3).reshape(1, T, C)       # (1, T, C)
+            h = x + block.attn.c_proj(tensor.Tensor(y))
+            ours = h + block.mlp(block.ln_2(h))
+            x = block(x)
+            np.testing.assert_allclose(ours.data, x.data, rtol=1e-9, atol=1e-9)
+
+
+def test_fused_and_op_by_op_models_give_the_same_maps(ids):
+    model = random_model()
+    with tensor.fused(False):
+        plain = trace(model, ids)
+    with tensor.fused(True):
+        fused = trace(model, ids)
+    for a, b in zip(plain.attention, fused.attention):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(plain.logits, fused.logits, rtol=1e-7, atol=1e-9)
+
+
+def test_attention_weights_from_one_qkv_by_definition():
+    """One head, T = 2, written out: row 0 sees only itself; row 1 is a 2-way softmax."""
+    q = np.array([[1.0, 0.0], [0.5, 2.0]])                  # (T, hs), hs = 2
+    k = np.array([[1.0, 1.0], [0.0, 3.0]])
+    qkv = np.concatenate([q, k, np.zeros_like(q)], axis=-1)[None]     # (1, T, 3C), nh = 1
+    att = causal_attention_weights(qkv, n_head=1)[0, 0]
+    s10, s11 = q[1] @ k[0] / math.sqrt(2), q[1] @ k[1] / math.sqrt(2)
+    p10 = math.exp(s10) / (math.exp(s10) + math.exp(s11))
+    np.testing.assert_allclose(att, [[1.0, 0.0], [p10, 1 - p10]], rtol=1e-14)
+
+
+def test_prompt_longer_than_the_context_is_refused(model):
+    with pytest.raises(ValueError, match="block_size"):
+        trace(model, list(range(SMALL["block_size"] + 1)))
+
+
+def test_agrees_with_transformers_output_attentions(hf_dir, ids):
+    torch = pytest.importorskip("torch", reason="needs the `parity` extra")
+    transformers = pytest.importorskip("transformers", reason="needs the `parity` extra")
+    from tinygpt.pretrained import load_pretrained
+    hf = transformers.GPT2LMHeadModel.from_pretrained(hf_dir, attn_implementation="eager").eval()
+    with torch.no_grad():
+        out = hf(torch.tensor([ids]), output_attentions=True)
+    model, _ = load_pretrained(hf_dir)
+    for ours, theirs in zip(attention_maps(model, ids), out.attentions):
+        np.testing.assert_allclose(ours, theirs[0].numpy(), rtol=0, atol=2e-5)
+    logits = out.logits[0, -1].double().numpy()
+    expected = np.exp(logits - logits.max())
+    np.testing.assert_allclose(next_token_probs(model, ids), expected / expected.sum(),
+                               rtol=0, atol=1e-5)
+
+
+# ----- text -----------------------------------------------------------------------------------
+
+def test_top_k_is_sorted_and_picks_the_largest():
+    probs = np.random.default_rng(0).dirichlet(np.ones(50))
+    best = top_k(probs, 5)
+    assert [i for i, _ in best] == list(np.argsort(-probs)[:5])
+    assert [p for _, p in best] == sorted((p for _, p in best), reverse=True)
+
+
+def test_heatmap_draws_weights_and_leaves_the_future_blank():
+    T = 4
+    att = np.zeros((T, T))
+    att[:, 0] = 1.0                                         # every token looks at token 0
+    lines = heatmap(att, ["a", "b", "c", "d"]).splitlines()
+    rows = [l for l in lines if l[:3].strip().isdigit()]
+    assert len(rows) == T
+    for i, row in enumerate(rows):
+        cells = row[row.index(" ", 5) + 1:][: 2 * T]        # the 2-character cells after the label
+        assert cells[:2] == "██"                            # weight 1 on key 0
+        assert cells[2:2 * (i + 1)] == "··" * i             # weight 0 on the other seen keys
+        assert cells[2 * (i + 1):] == MASKED * (T - 1 - i)  # the future: blank
+        assert row.rstrip().endswith("→ 0 a 1.00")
+
+
+def test_token_labels_show_spaces_newlines_and_partial_characters():
+    from tinygpt.bpe import GPT2Tokenizer
+    tok = GPT2Tokenizer.from_tiktoken()
+    assert token_labels(tok, tok.encode(" cat\n")) == ["␣cat", "↵"]
+    emoji = tok.encode("🤗")                                 # 4 bytes, split over 3 tokens
+    assert len(emoji) > 1
+    labels = token_labels(tok, emoji)
+    assert "".join(labels) == "".join(f"\\x{b:02x}" for b in "🤗".encode())   # \xf0\x9f\xa4\x97
+    assert token_labels(CharTokenizer("ab \n"), [2, 3, 0]) == ["␣", "↵", "a"]
+
+
+# ----- tinygpt inspect ------------------------------------------------------------------------
+
+def test_inspect_a_hugging_face_directory(hf_dir):
+    result = CliRunner().invoke(main, ["inspect", "--model", str(hf_dir), "--layer", "1",
+                                       "--head", "1", "--top-k", "3", "Hello world"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "id 15496" in out and "id 995" in out            # "Hello", " world" in GPT-2's BPE
+    assert "wte.weight (50257, 16)" in out and "wpe.weight (24, 16)" in out
+    assert "att (1, 2, 2, 2)" in out                        # (B, nh, T, T) for T = 2
+    assert "attention of layer 1, head 1" in out
+    top = [l for l in out.splitlines() if l.strip()[:3] in ("1. ", "2. ", "3. ")]
+    assert len([l for l in top if "%" in l]) == 3
+
+
+def test_inspect_a_training_checkpoint(run_dir):
+    result = CliRunner().invoke(main, ["inspect", "--model", str(run_dir), "--layer", "-1",
+                                       "ROMEO:"])
+    assert result.exit_code == 0, result.output
+    assert "the prompt is 6 tokens" in result.output
+    assert "attention of layer 1, head 0" in result.output   # -1 is the last of 2 layers
+
+
+def test_inspect_crops_a_long_prompt_to_the_context(run_dir):
+    result = CliRunner().invoke(main, ["inspect", "--model", str(run_dir), "a" * 40])
+    assert result.exit_code == 0, result.output
+    assert "using the last 16" in result.output
+    assert "the prompt is 16 tokens" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--layer", "2"], "--layer 2 is out of range: this model has 2 layers"),
+    (["--head", "-3"], "--head -3 is out of range: this model has 2 heads"),
+])
+def test_inspect_names_the_valid_range(run_dir, args, message):
+    result = CliRunner().invoke(main, ["inspect", "--model", str(run_dir), *args, "hi"])
+    assert result.exit_code == 1
+    assert message in result.output
+
+
+def test_inspect_unknown_model_says_what_to_give(tmp_path):
+    result = CliRunner().invoke(main, ["inspect", "--model", str(tmp_path / "nope"), "hi"])
+    assert result.exit_code == 1
+    assert "neither a directory nor a GPT-2 name" in result.output
+
+
+def test_inspect_png(hf_dir, tmp_path):
+    pytest.importorskip("matplotlib", reason="PNG output needs the optional extra `plot`")
+    png = tmp_path / "att.png"
+    result = CliRunner().invoke(main, ["inspect", "--model", str(hf_dir), "--png", str(png),
+                                       "The cat sat"])
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"saved the 2 heads of layer 0 to {png}" in result.output
+
+
+def without_matplotlib(monkeypatch):
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)      # `import matplotlib` now fails
+
+
+def test_inspect_png_without_matplotlib_says_how_to_install(hf_dir, tmp_path, monkeypatch):
+    without_matplotlib(monkeypatch)
+    result = CliRunner().invoke(main, ["inspect", "--model", str(hf_dir), "--png",
+                                       str(tmp_path / "a.png"), "Hi"])
+    assert result.exit_code == 1
+    assert 'pip install "tinygpt[plot]"' in result.output
+    assert not (tmp_path / "a.png").exists()
+
+
+# ----- tinygpt plot ---------------------------------------------------------------------------
+
+def test_plot_writes_loss_png(run_dir, tmp_path):
+    pytest.importorskip("matplotlib", reason="plotting needs the optional extra `plot`")
+    result = CliRunner().invoke(main, ["plot", "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "3 evaluations" in result.output                  # iterations 0, 10, 20
+    other = tmp_path / "curves.png"
+    result = CliRunner().invoke(main, ["plot", "--out", str(run_dir), "--png", str(other)])
+    assert result.exit_code == 0 and other.exists()
+
+
+def test_plot_without_matplotlib_exits_1_with_the_install_line(run_dir, monkeypatch, tmp_path):
+    without_matplotlib(monkeypatch)
+    target = tmp_path / "loss.png"
+    result = CliRunner().invoke(main, ["plot", "--out", str(run_dir), "--png", str(target)])
+    assert result.exit_code == 1
+    assert 'pip install "tinygpt[plot]"' in result.output
+    assert not target.exists()
+
+
+def test_plot_missing_metrics_names_the_file(tmp_path):
+    result = CliRunner().invoke(main, ["plot", "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert str(tmp_path / "metrics.csv") in result.output
+    assert "not found" in result.output
+
+
+def test_plot_rejects_a_csv_of_another_kind(tmp_path):
+    (tmp_path / "metrics.csv").write_text("step,loss\n1,2.0\n")
+    result = CliRunner().invoke(main, ["plot", "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "val_loss" in result.output
