@@ -18,7 +18,8 @@ from .functional import (add, sub, mul, div, truediv, neg, pow, exp, log, sqrt, 
                          log_softmax, cross_entropy, layer_norm, dropout, embedding, attention,
                          unbroadcast)
 from .gradcheck import gradcheck, GradcheckError
-from . import nn, optim
+from . import nn, optim, graph
+from .graph import to_dot, draw_graph
 
 # The differentiable ops, by name: the gradient tests check that each one of these has a test.
 OPS = ("add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "tanh", "relu", "gelu",

@@ -130,7 +130,9 @@ def _normal(shape, std, dtype, generator, init):
     if not init:
         return np.zeros(shape, dtype=dtype)
     rng = generator if generator is not None else np.random.default_rng()
-    return rng.normal(0.0, std, shape).astype(dtype)
+    out = rng.standard_normal(shape, dtype=dtype)     # drawn in the weight's dtype: no copy
+    out *= std
+    return out
 
 
 class Linear(Module):
