@@ -170,23 +170,20 @@ def train(opts: TrainOptions, resume: bool = False, log=print, progress: bool = 
                             source=str(opts.data or "the bundled Shakespeare"))
 
     tensor.manual_seed(opts.seed)
-    model = GPT(model_cfg, seed=opts.seed)
+    if resume:
+        model, _, saved = ckpt.load_model(out)
+    else:
+        model = GPT(model_cfg, seed=opts.seed)
     optimizer = optim.AdamW(model.parameters(), lr=opts.lr, betas=(opts.beta1, opts.beta2),
                             weight_decay=opts.weight_decay)
-    batch_rng = np.random.default_rng(opts.seed)
-    dropout_rng = np.random.default_rng(opts.seed + 1)
+    batch_rng = np.random.default_rng(opts.seed)           # which training batches
+    dropout_rng = np.random.default_rng(opts.seed + 1)     # which units dropout drops
     for _, m in model.named_modules():
         if isinstance(m, tensor.nn.Dropout):
             m.generator = dropout_rng
 
     start_iter, best_val = 0, math.inf
     if resume:
-        model, _, saved = ckpt.load_model(out)
-        for _, m in model.named_modules():
-            if isinstance(m, tensor.nn.Dropout):
-                m.generator = dropout_rng
-        optimizer = optim.AdamW(model.parameters(), lr=opts.lr, betas=(opts.beta1, opts.beta2),
-                                weight_decay=opts.weight_decay)
         start_iter = int(saved["iteration"])
         best_val = float(saved.get("best_val_loss", math.inf))
         rng_states = ckpt.load_training_state(out, optimizer, start_iter)
