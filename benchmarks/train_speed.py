@@ -61,7 +61,10 @@ def cpu_count() -> int:
 
 
 def installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):     # a broken or half-removed installation
+        return False
 
 
 def version(dist: str) -> str:
@@ -179,9 +182,10 @@ def tinygpt_worker(a):
         kernels.set_num_threads(a.threads)
     default_fused = tensor.is_fused()       # as the environment (TENSOR_FUSED) left it
     model = GPT(cfg, seed=a.seed)
+    dropout_rng = np.random.default_rng(a.seed + 1)      # one stream for all, as in train.py
     for _, m in model.named_modules():
         if isinstance(m, tensor.nn.Dropout):
-            m.generator = np.random.default_rng(a.seed + 1)
+            m.generator = dropout_rng
     params = model.parameters()
     opt = optim.AdamW(params, lr=recipe["lr"], betas=tuple(recipe["betas"]),
                       weight_decay=recipe["weight_decay"])
@@ -290,6 +294,9 @@ def bench_preset(name, a, recipe, print_row):
                 print(f"torch worker ({name}): torch {w.info['version']}, "
                       f"{w.info['threads']} threads; {w.info['params']:,} parameters", flush=True)
                 workers["torch"] = (w, {})
+                if a.side == "both" and w.info["params"] != info["params"]:
+                    print(f"warning: the two models differ: {info['params']:,} parameters in "
+                          f"tinygpt, {w.info['params']:,} in torch", flush=True)
             else:
                 print(skip_message(f"train {name}: the PyTorch side", "torch"), flush=True)
         results = alternate(workers, a.rounds, {"iters": iters, "rewarm": REWARM})
@@ -350,14 +357,17 @@ def main():
     print(machine_line())
     print(f"step: forward + backward + clip_grad_norm({o.grad_clip}) + AdamW(lr {o.lr}, betas "
           f"({o.beta1}, {o.beta2}), weight decay {o.weight_decay}); random batches of {VOCAB} "
-          f"token ids, the same on both sides; {a.rounds} rounds alternating the sides; each "
+          f"token ids, the same on both sides; {a.rounds} round(s) alternating the sides; each "
           f"side in its own process with {a.threads} threads", flush=True)
-    rows = ["| benchmark | side | ms/step (median) | p25-p75 ms | tokens/s | speed vs torch "
-            "| steps |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    header = ["| benchmark | side | ms/step (median) | p25-p75 ms | tokens/s | speed vs torch "
+              "| steps |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    rows = []
     for name in a.presets:
+        first = len(rows)
         bench_preset(name, a, recipe, rows.append)
-        print("\n".join(rows), flush=True)     # the table so far
-        rows = rows[:2]
+        print("\n".join(header + rows[first:]), flush=True)      # this preset's rows
+    if len(a.presets) > 1:
+        print("\nall presets:\n" + "\n".join(header + rows))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ def _positive(ctx, param, value):
 @click.option("--n-embd", type=int, callback=_positive, help="Embedding width (divisible by n-head).")
 @click.option("--block-size", type=int, callback=_positive, help="Context length in tokens.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Dropout probability.")
+@click.option("--bias/--no-bias", default=None,
+              help="Biases in the Linear and LayerNorm layers (default: the preset's).")
 @click.option("--batch-size", type=int, default=12, show_default=True, callback=_positive)
 @click.option("--max-iters", type=int, default=2000, show_default=True, callback=_positive)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True,

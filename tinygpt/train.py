@@ -33,6 +33,7 @@ class TrainOptions:
     n_embd: int | None = None
     block_size: int | None = None
     dropout: float | None = None
+    bias: bool | None = None          # biases in Linear and LayerNorm (None: the preset's)
     batch_size: int = 12
     max_iters: int = 2000
     lr: float = 1e-3
@@ -55,7 +56,7 @@ class TrainOptions:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         cfg = {"vocab_size": vocab_size, **PRESETS[self.preset]}
         cfg["vocab_size"] = vocab_size
-        for name in ("n_layer", "n_head", "n_embd", "block_size", "dropout"):
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias"):
             if getattr(self, name) is not None:
                 cfg[name] = getattr(self, name)
         return GPTConfig(**cfg)

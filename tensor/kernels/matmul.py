@@ -159,18 +159,24 @@ def matmul_numba(a, b):
 # ---------------------------------------------------------------------------------------------
 # Dispatcher
 # ---------------------------------------------------------------------------------------------
-# Which path is faster depends on who owns the cores (tensor/kernels/threads.py). Measured on the
-# 2-core AMD EPYC (Zen 3, AVX2) this was written on, float32, best of 100 runs, in GFLOP/s:
+# Which path is faster depends on who owns the cores (tensor/kernels/threads.py). Measured with
+# benchmarks/kernels.py on the idle 2-core AMD EPYC (Zen 3, AVX2) this was written on, float32,
+# best of 100, GFLOP/s; "2-D" is the 9 products of a block's linear layers (768 rows, C = 128,
+# forward, g @ Wᵀ and xᵀ @ g), "batched" the 6 attention products (48 matrices of 64 x 32/64):
 #
-#                                   owner="blas" (default)       owner="numba"
-#                                   BLAS 2 thr.  Numba 1 thr.    BLAS 1 thr.  Numba 2 thr.
-#   768x128 @ 128x384                  150          55              82          122
-#   48 x (64x32 @ 32x64)                63          24              63           47
-#   every smaller shape measured: Numba below BLAS under both owners
+#                        owner="blas" (default)        owner="numba"
+#                        BLAS 2 thr.  Numba 1 thr.     BLAS 1 thr.  Numba 2 thr.
+#   2-D                   124 - 160     51 - 60          85 - 90      93 - 123
+#   batched                61 - 68      27 - 30          59 - 68      51 - 57
 #
-# Rule: owner "blas" -> always BLAS (one Numba thread never reaches half of BLAS);
+# owner="numba", Numba 2 threads / BLAS 1 thread, 2-D (M x K @ K x N) as the size grows:
+#   M x K x N   32x128x384  64x128x384  128x128x384  256x128x384  768x128x128  768x512x128
+#   Numba/BLAS     0.66        0.80        0.98         1.14         1.05         1.35
+#
+# Rule: owner "blas"  -> always BLAS (one Numba thread stays under half of two BLAS threads);
 #       owner "numba" -> the Numba kernel for 2-D products of at least NUMBA_MIN_MACS
-#       multiply-adds, BLAS for batched ones (its single-thread small GEMMs beat ours).
+#       multiply-adds, where it overtakes BLAS; BLAS for batched ones (its single-thread small
+#       GEMMs stay ahead of our two threads).
 NUMBA_MIN_MACS = 768 * 128 * 128
 
 

@@ -123,7 +123,7 @@ def softmax_forward(x, scale=1.0, causal=False):
 
 
 def softmax_backward(y, g, scale=1.0):
-    """scale * y * (g - Σ g·y) over the last axis: the gradient of softmax_forward from its output."""
+    """scale * y * (g - Σ g·y) over the last axis: softmax_forward's gradient, from its output."""
     y, g = _check(y, "softmax_backward"), np.asarray(g)
     if g.shape != y.shape:
         raise ValueError(f"softmax_backward: g of shape {g.shape} must have the shape of y, "

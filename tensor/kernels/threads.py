@@ -23,12 +23,19 @@ The last column is the fight: both pools parallel, and the medians fall 20x (BLA
                 attention products at 63, and the Numba kernels run on the calling thread.
   owner="numba" (BLAS 1, Numba 2): the Numba kernel does the 2-D products at 108-122, BLAS the
                 batched ones at 63, and the softmax kernels get both cores.
-"blas" is faster where the time goes (the 2-D products are ~90% of a block's matmul flops), so it
-is the default; `set_num_threads(n, owner="numba")` chooses the other. `matmul` dispatches
-according to the owner (tensor/kernels/matmul.py).
+benchmarks/kernels.py over all 15 matmuls of a block (forward and both backward products) and the
+causal softmax (48, 64, 64), forward + backward, on the idle machine:
+  owner="blas":   2-D 124-160 GFLOP/s (BLAS), batched 61-68 (BLAS), softmax 721 us (1 thread)
+  owner="numba":  2-D  93-123 GFLOP/s (Numba), batched 59-68 (BLAS), softmax 411 us (2 threads)
+"blas" is faster where the time goes (the 2-D products are ~90% of a block's matmul flops; the
+softmax saving is ~0.3 ms against ~2 ms), so it is the default; `set_num_threads(n,
+owner="numba")` chooses the other. `matmul` dispatches according to the owner (matmul.py).
+Importing tensor.kernels changes nothing in BLAS; the Numba kernels run on one thread until
+set_num_threads says otherwise.
 
 Another process busy on one of the two cores hurts any parallel region the same way (each call
-waits for the descheduled thread), so benchmarks need an otherwise idle machine.
+waits for the descheduled thread; BLAS fell to 3-20 GFLOP/s in such runs), so benchmarks need an
+otherwise idle machine, and on a shared one set_num_threads(1) is the safe choice.
 
 BLAS threads are set through OpenBLAS's own C function, found with ctypes among the libraries
 this process has loaded (no threadpoolctl needed); with another BLAS, or off Linux, that part is a
@@ -92,7 +99,7 @@ def _set_blas_threads(n):
 
 
 def blas_info():
-    """What NumPy's BLAS is here: library path, OpenBLAS core type, thread count (for benchmarks)."""
+    """NumPy's BLAS here: library, OpenBLAS core type, thread count (printed by benchmarks)."""
     if _OPENBLAS is None:
         return {"library": None, "corename": None, "threads": None,
                 "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
