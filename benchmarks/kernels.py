@@ -32,15 +32,7 @@ PRODUCTS = [
 ]
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from train_speed import cpu_model  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def best_pair(f, g, repeats):

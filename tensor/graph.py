@@ -20,29 +20,15 @@ import subprocess
 import warnings
 from pathlib import Path
 
-from .tensor import Tensor
+from .tensor import Tensor, topological_order
 
 RENDER_FORMATS = ("svg", "png", "pdf")
 
 
 def _walk(root: Tensor) -> list:
-    """Every tensor in root's graph, each after all of its parents. Iterative, like
-    Tensor._topological_order, but it keeps the parents that need no gradient (constants)."""
-    order, visited = [], set()
-    stack = [(root, False)]
-    while stack:
-        node, parents_done = stack.pop()
-        if parents_done:
-            order.append(node)
-            continue
-        if id(node) in visited:
-            continue
-        visited.add(id(node))
-        stack.append((node, True))
-        for p in reversed(node._parents):          # reversed: the first input is placed first
-            if id(p) not in visited:
-                stack.append((p, False))
-    return order
+    """Every tensor in root's graph, each after all of its parents, including the parents that
+    need no gradient (constants), which backward's walk skips."""
+    return topological_order(root)
 
 
 def _quote(text: str) -> str:

@@ -247,22 +247,8 @@ class Tensor:
                 t.grad = np.array(t._grad, dtype=t.dtype, copy=True)
 
     def _topological_order(self) -> list:
-        """Nodes that require grad, each after all of its parents. Iterative: graphs may be deep."""
-        order, visited = [], set()
-        stack = [(self, False)]
-        while stack:
-            node, parents_done = stack.pop()
-            if parents_done:
-                order.append(node)
-                continue
-            if id(node) in visited:
-                continue
-            visited.add(id(node))
-            stack.append((node, True))
-            for p in node._parents:
-                if p.requires_grad and id(p) not in visited:
-                    stack.append((p, False))
-        return order
+        """Nodes that require grad, each after all of its parents."""
+        return topological_order(self, lambda p: p.requires_grad)
 
     # -- operators: thin wrappers over tensor.functional ---------------------------------------
     def __add__(self, other):      return _F.add(self, other)
@@ -303,6 +289,26 @@ class Tensor:
     @property
     def T(self):
         return _F.transpose(self)
+
+
+def topological_order(root: Tensor, follow=lambda p: True) -> list:
+    """Every tensor in root's graph whose parents `follow` accepts, each after all of its parents.
+    Iterative, with an explicit stack: a graph may be far deeper than Python's recursion limit."""
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, parents_done = stack.pop()
+        if parents_done:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        for p in reversed(node._parents):          # reversed: the first input comes out first
+            if follow(p) and id(p) not in visited:
+                stack.append((p, False))
+    return order
 
 
 # ---------------------------------------------------------------------------------------------
