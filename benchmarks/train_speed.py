@@ -204,14 +204,7 @@ def tinygpt_worker(a):
 
     def timed(mode, iters, rewarm):
         with tensor.fused(mode == "fused"):
-            for _ in range(rewarm):
-                step()
-            times = []
-            for _ in range(iters):
-                t = time.perf_counter()
-                step()
-                times.append(time.perf_counter() - t)
-        return times
+            return time_steps(step, iters, rewarm)
 
     for mode in a.paths:                    # warm-up: Numba compiles (or loads its cache)
         timed(mode, 0, a.warmup)
@@ -221,6 +214,19 @@ def tinygpt_worker(a):
            "numba_threads": numba.get_num_threads(), "numba_layer": _numba_layer(numba),
            "default_fused": default_fused, "params": model.num_parameters()},
           lambda req: {"times": timed(req["mode"], req["iters"], req["rewarm"])})
+
+
+def time_steps(step, iters, rewarm):
+    """Run `rewarm` untimed steps (the other side's threads may still be spinning), then time
+    `iters` steps one by one; returns the seconds of each."""
+    for _ in range(rewarm):
+        step()
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return times
 
 
 def _numba_layer(numba):
@@ -249,14 +255,7 @@ def torch_worker(a):
         ref.train_step(model, opt, x, y, recipe["lr"], recipe["grad_clip"])
 
     def timed(iters, rewarm):
-        for _ in range(rewarm):
-            step()
-        times = []
-        for _ in range(iters):
-            t = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t)
-        return times
+        return time_steps(step, iters, rewarm)
 
     timed(0, a.warmup)
     serve({"threads": torch.get_num_threads(), "version": torch.__version__,
