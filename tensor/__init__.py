@@ -9,6 +9,9 @@ The Tensor and the graph walk are in `tensor/tensor.py`; every op and its backwa
 `tensor/functional.py`; the Numba kernels in `tensor/kernels/`; `tensor.nn` and `tensor.optim`
 build layers and optimizers on top.  Nothing here knows about GPT.
 """
+from .memory import tune_malloc as _tune_malloc, malloc_tuned
+_tune_malloc()     # keep freed memory for the next step: no page faults (tensor/memory.py)
+
 from .tensor import (Tensor, tensor, zeros, ones, randn, arange, no_grad, enable_grad,
                      is_grad_enabled, manual_seed, default_generator, fused, is_fused)
 from . import functional
