@@ -18,7 +18,7 @@ from . import functional
 from .functional import (add, sub, mul, div, truediv, neg, pow, exp, log, sqrt, tanh, relu, gelu,
                          cast, sum, mean, max, var, reshape, transpose, permute, getitem,
                          concatenate, cat, stack, split, where, masked_fill, matmul, softmax,
-                         log_softmax, cross_entropy, layer_norm, dropout, embedding, attention,
+                         linear, log_softmax, cross_entropy, layer_norm, dropout, embedding, attention,
                          unbroadcast)
 from .gradcheck import gradcheck, GradcheckError
 from . import nn, optim, graph
@@ -27,7 +27,7 @@ from .graph import to_dot, draw_graph
 # The differentiable ops, by name: the gradient tests check that each one of these has a test.
 OPS = ("add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "tanh", "relu", "gelu",
        "cast", "sum", "mean", "max", "var", "reshape", "transpose", "permute", "getitem",
-       "concatenate", "stack", "split", "where", "masked_fill", "matmul", "softmax",
+       "concatenate", "stack", "split", "where", "masked_fill", "matmul", "linear", "softmax",
        "log_softmax", "cross_entropy", "layer_norm", "dropout", "embedding", "attention")
 
 __version__ = "0.1.0"

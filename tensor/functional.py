@@ -527,6 +527,37 @@ def matmul(x, w) -> Tensor:
     return _node(out, "matmul", (x, w), backward)
 
 
+# A linear layer in one node:  out = x @ w + b
+#   dx = g @ wᵀ,  dw = xᵀ @ g,  db = Σ g over every row      (x: (..., K), w: (K, N), b: (N,))
+# The same as matmul then add, with one output array instead of two and one graph node.
+def linear(x, w, b=None) -> Tensor:
+    x, w = as_tensor(x), as_tensor(w)
+    b = None if b is None else as_tensor(b)
+    if x.ndim == 0 or w.ndim != 2 or x.shape[-1] != w.shape[0] or (
+            b is not None and b.shape != (w.shape[1],)):
+        raise ValueError(f"linear: x {x.shape} @ w {w.shape} + b "
+                         f"{None if b is None else b.shape} do not fit: x must be (..., K), w "
+                         f"(K, N) and b (N,)")
+    if x.dtype != w.dtype or (b is not None and b.dtype != w.dtype):
+        raise TypeError(f"linear: dtypes differ (x {x.dtype}, w {w.dtype}"
+                        f"{'' if b is None else f', b {b.dtype}'}); cast with .astype()")
+    K, N = w.shape
+    x2 = x.data.reshape(-1, K)                            # (rows, K): the batch folds into rows
+    out = kernels.matmul(x2, w.data)                      # (rows, N), a fresh array
+    if b is not None:
+        out += b.data                                     # in place: no second (rows, N) array
+    def backward(g):
+        g2 = g.reshape(-1, N)                             # (rows, N)
+        if x.requires_grad:
+            x.grad += kernels.matmul(g2, w.data.T).reshape(x.shape)
+        if w.requires_grad:
+            w.grad += kernels.matmul(x2.T, g2)            # (K, rows) @ (rows, N)
+        if b is not None and b.requires_grad:
+            b.grad += g2.sum(axis=0)
+    return _node(out.reshape(x.shape[:-1] + (N,)), "linear",
+                 (x, w) if b is None else (x, w, b), backward)
+
+
 # ---------------------------------------------------------------------------------------------
 # Softmax family
 # ---------------------------------------------------------------------------------------------
@@ -707,17 +738,20 @@ def attention(qkv, n_head: int) -> Tensor:
     scale = 1.0 / math.sqrt(hs)
     heads = qkv.data.reshape(B, T, 3, n_head, hs).transpose(2, 0, 3, 1, 4)   # (3, B, nh, T, hs)
     q, k, v = heads                                                # views, (B, nh, T, hs) each
-    att = kernels.softmax_forward(_matmul_arrays(q, k.swapaxes(-1, -2)), scale=scale,
+    # np.matmul takes these strided views as they are (BLAS reads rows 3C apart), one BLAS call
+    # per batch and head, with no copies: faster here than folding them into contiguous 3-D
+    # stacks first. (Batched products always go to BLAS; see tensor/kernels/matmul.py.)
+    att = kernels.softmax_forward(np.matmul(q, k.swapaxes(-1, -2)), scale=scale,
                                   causal=True)                     # (B, nh, T, T)
-    y = _matmul_arrays(att, v)                                     # (B, nh, T, hs)
+    y = np.matmul(att, v)                                          # (B, nh, T, hs)
     out = y.transpose(0, 2, 1, 3).reshape(B, T, C)                 # (B, T, C): heads side by side
     def backward(g):
         g = g.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)      # (B, nh, T, hs)
         dqkv = np.empty((B, T, 3, n_head, hs), dtype=qkv.dtype)
         dq, dk, dv = dqkv.transpose(2, 0, 3, 1, 4)                 # views into dqkv
-        dv[...] = _matmul_arrays(att.swapaxes(-1, -2), g)          # aᵀ g
-        ds = kernels.softmax_backward(att, _matmul_arrays(g, v.swapaxes(-1, -2)), scale=scale)
-        dq[...] = _matmul_arrays(ds, k)                            # ds k
-        dk[...] = _matmul_arrays(ds.swapaxes(-1, -2), q)           # dsᵀ q
+        np.matmul(att.swapaxes(-1, -2), g, out=dv)                 # dv = aᵀ g
+        ds = kernels.softmax_backward(att, np.matmul(g, v.swapaxes(-1, -2)), scale=scale)
+        np.matmul(ds, k, out=dq)                                   # dq = ds k
+        np.matmul(ds.swapaxes(-1, -2), q, out=dk)                  # dk = dsᵀ q
         qkv.grad += dqkv.reshape(B, T, C3)
     return _node(out, "attention", (qkv,), backward)

@@ -13,7 +13,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import functional as F
-from .tensor import Tensor, DEFAULT_DTYPE
+from .tensor import Tensor, DEFAULT_DTYPE, is_fused
 
 
 class Parameter(Tensor):
@@ -149,6 +149,8 @@ class Linear(Module):
         self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
 
     def forward(self, x):
+        if is_fused():      # one node for x @ W + b (tensor.functional.linear)
+            return F.linear(x, self.weight, self.bias)
         out = F.matmul(x, self.weight)
         return F.add(out, self.bias) if self.bias is not None else out
 

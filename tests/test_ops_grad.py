@@ -619,6 +619,41 @@ def test_grad_matmul_with_one_constant_side():
     check(lambda w: F.matmul(tensor.Tensor(a), w), leaf(b))
 
 
+LINEAR_SHAPES = {"(N, K)": (3, 4), "(B, T, K)": (2, 3, 4), "(K,)": (4,), "K = 1": (2, 1)}
+
+
+@covers("linear")
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no bias"])
+@pytest.mark.parametrize("shape", LINEAR_SHAPES.values(), ids=LINEAR_SHAPES.keys())
+def test_grad_linear(shape, bias):
+    n = 5
+    a, w0, b0 = normal(0, shape), normal(1, (shape[-1], n)), normal(2, (n,))
+    expected = np.matmul(a, w0) + (b0 if bias else 0.0)
+    args = (leaf(a), leaf(w0)) + ((leaf(b0),) if bias else ())
+    assert_forward(F.linear(*args), expected)
+    check(F.linear, *args)
+
+
+@covers("linear")
+@settings(max_examples=N_EXAMPLES)
+@given(lead=hnp.array_shapes(min_dims=0, max_dims=3, max_side=3), k=st.integers(1, 4),
+       n=st.integers(1, 4), seed=SEEDS)
+def test_grad_linear_random_shapes(lead, k, n, seed):
+    a, w0, b0 = normal(seed, lead + (k,)), normal(seed + 1, (k, n)), normal(seed + 2, (n,))
+    x, w, b = leaf(a), leaf(w0), leaf(b0)
+    assert_forward(F.linear(x, w, b), np.matmul(a, w0) + b0)
+    check(F.linear, x, w, b)
+
+
+def test_linear_with_constant_weights_and_bad_shapes():
+    a, w0, b0 = normal(0, (2, 3, 4)), normal(1, (4, 5)), normal(2, (5,))
+    check(lambda x: F.linear(x, tensor.Tensor(w0), tensor.Tensor(b0)), leaf(a))
+    with pytest.raises(ValueError, match=r"linear: x \(2, 3, 4\) @ w \(5, 4\)"):
+        F.linear(leaf(a), leaf(w0.T))
+    with pytest.raises(ValueError, match=r"b \(4,\)"):
+        F.linear(leaf(a), leaf(w0), leaf(b0[:4]))
+
+
 # ---------------------------------------------------------------------------------------------
 # Softmax family
 # ---------------------------------------------------------------------------------------------

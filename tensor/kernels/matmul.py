@@ -31,9 +31,8 @@ MR = 4    # rows of a micro-tile: the four accumulator rows a0..a3 written out i
 NR = 16   # columns of a micro-tile: 16 float32 = two AVX2 registers (float64: four)
 
 
-def _check(a, b, op):
-    """Validate the operands of `op`; return them as 3-D arrays (views, no copies) and the batch."""
-    a, b = np.asarray(a), np.asarray(b)
+def _validate(a, b, op):
+    """Raise a clear error unless a @ b is a product this module computes; returns nothing."""
     if a.ndim not in (2, 3) or b.ndim not in (2, 3):
         raise ValueError(f"{op}: operands must be 2-D (M, K) or 3-D (B, M, K), got shapes "
                          f"{a.shape} and {b.shape}; reshape or broadcast the batch axes first")
@@ -46,6 +45,12 @@ def _check(a, b, op):
     if a.ndim == 3 and b.ndim == 3 and a.shape[0] != b.shape[0]:
         raise ValueError(f"{op}: batch sizes differ in shapes {a.shape} and {b.shape}; "
                          f"broadcast both to the same batch size first")
+
+
+def _check(a, b, op):
+    """Validate the operands of `op`; return them as 3-D arrays (views, no copies) and the batch."""
+    a, b = np.asarray(a), np.asarray(b)
+    _validate(a, b, op)
     batch = a.shape[0] if a.ndim == 3 else (b.shape[0] if b.ndim == 3 else None)
     z = 1 if batch is None else batch
     a3 = a if a.ndim == 3 else np.broadcast_to(a, (z,) + a.shape)    # (Z, M, K)
@@ -182,11 +187,11 @@ NUMBA_MIN_MACS = 768 * 128 * 128
 
 def matmul_path(a, b):
     """"numba" or "blas": the path `matmul(a, b)` takes for these operands (rule above)."""
-    a3, b3, batch = _check(a, b, "matmul")
-    if get_thread_owner() != "numba" or batch is not None:
+    a, b = np.asarray(a), np.asarray(b)
+    _validate(a, b, "matmul")         # cheap: this runs before every product of a training step
+    if get_thread_owner() != "numba" or a.ndim == 3 or b.ndim == 3:
         return "blas"
-    m, k = a3.shape[1:]
-    n = b3.shape[2]
+    (m, k), n = a.shape, b.shape[1]
     return "numba" if m * k * n >= NUMBA_MIN_MACS else "blas"
 
 
