@@ -163,6 +163,11 @@ POOL = 8              # distinct random batches, cycled
 REWARM = 2            # untimed steps at the start of each round
 
 
+# What tensor/memory.py sets with mallopt, as glibc's environment variables for another process
+TUNED_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20),
+                    "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
+
+
 def random_batches(seed: int, batch: int, block: int, vocab: int):
     """POOL (x, y) pairs of int64 token ids (B, T); y is x shifted left by one token."""
     ids = np.random.default_rng(seed).integers(0, vocab, size=(POOL, batch, block + 1))
@@ -296,6 +301,10 @@ def bench_preset(name, a, recipe, print_row):
                 if a.side == "both" and w.info["params"] != info["params"]:
                     print(f"warning: the two models differ: {info['params']:,} parameters in "
                           f"tinygpt, {w.info['params']:,} in torch", flush=True)
+                if a.torch_malloc:   # PyTorch given the malloc thresholds tinygpt sets itself
+                    env = dict(os.environ, **TUNED_MALLOC_ENV)
+                    w = Worker([__file__, "--worker", "torch", *common], env=env)
+                    workers["torch tuned malloc"] = (w, {})
             else:
                 print(skip_message(f"train {name}: the PyTorch side", "torch"), flush=True)
         results = alternate(workers, a.rounds, {"iters": iters, "rewarm": REWARM})
@@ -309,7 +318,9 @@ def bench_preset(name, a, recipe, print_row):
              f"{a.threads} thr)")
     for side, (p50, p25, p75) in median.items():
         side_name = {"tinygpt fused": "tinygpt (fused)", "tinygpt unfused": "tinygpt (op-by-op)",
-                     "torch": f"PyTorch {version('torch')}"}[side]
+                     "torch": f"PyTorch {version('torch')}",
+                     "torch tuned malloc": f"PyTorch {version('torch')}, tinygpt's malloc "
+                                           f"thresholds"}[side]
         ratio = f"{median['torch'][0] / p50:.2f}x" if "torch" in median else "n/a"
         print_row(f"| {label} | {side_name} | {p50 * 1e3:.1f} | {p25 * 1e3:.1f}-{p75 * 1e3:.1f} "
                   f"| {tokens / p50:,.0f} | {ratio} | {iters * a.rounds} |")
@@ -332,6 +343,9 @@ def main():
                    help="tinygpt's paths: fused kernels and/or op-by-op (tensor.fused(False))")
     p.add_argument("--side", choices=("both", "tinygpt", "torch"), default="both")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--torch-malloc", action="store_true",
+                   help="also time PyTorch with the glibc malloc thresholds that importing "
+                        "tensor sets (tensor/memory.py), through MALLOC_*_ environment variables")
     # worker-process arguments (set by the parent, not by hand)
     p.add_argument("--worker", choices=("tinygpt", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--preset", help=argparse.SUPPRESS)

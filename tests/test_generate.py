@@ -63,6 +63,28 @@ def test_kv_cache_logits_equal_full_forward_at_every_step(model, ids, prefix):
             assert np.max(np.abs(step - full[t])) <= 1e-5, f"step {t}"
 
 
+def test_kv_cache_returns_every_key_and_value_so_far_across_buffer_growth():
+    """The oracle is np.concatenate of everything appended; 40 single tokens after a prompt of 3
+    make the buffers grow 16 -> 32 -> 64, and earlier views must stay intact."""
+    rng = np.random.default_rng(0)
+    cache = KVCache(n_layer=2)
+    seen = [[], []]
+    views = []
+    for step, t in enumerate([3] + [1] * 40):
+        for layer in range(2):
+            k, v = (rng.standard_normal((2, 3, t, 4)).astype(np.float32) for _ in range(2))
+            seen[layer].append((k, v))
+            got_k, got_v = cache.extend(tensor.Tensor(k), tensor.Tensor(v))
+            np.testing.assert_array_equal(got_k.data, np.concatenate([a for a, _ in seen[layer]],
+                                                                     axis=2))
+            np.testing.assert_array_equal(got_v.data, np.concatenate([b for _, b in seen[layer]],
+                                                                     axis=2))
+            views.append((got_k.data, np.array(got_k.data)))
+        assert cache.length == 3 + step
+    for view, copy in views:          # later appends and regrowth left earlier results alone
+        np.testing.assert_array_equal(view, copy)
+
+
 def test_last_only_is_the_last_row(model, ids):
     with tensor.no_grad():
         last = model(np.array([ids]), last_only=True)[0].data[0]

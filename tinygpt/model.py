@@ -127,24 +127,42 @@ class Block(nn.Module):
 
 
 class KVCache:
-    """Keys and values of the tokens seen so far, one pair per layer, for fast generation."""
+    """Keys and values of the tokens seen so far, one pair per layer, for fast generation.
+
+    Each layer's keys and values live in a buffer with room to spare along the time axis; a new
+    token's k and v are written after the old ones and the layer sees a view of the filled part.
+    When the buffer is full it is replaced by one twice as long (so the copies add up to less
+    than one buffer's worth per token on average)."""
 
     def __init__(self, n_layer: int):
-        self.layers = [None] * n_layer
-        self.layer = 0          # which layer the next extend() belongs to
+        self.layers = [None] * n_layer      # per layer: [keys, values, filled]; (B, nh, cap, hs)
+        self.layer = 0                      # which layer the next extend() belongs to
 
     @property
     def length(self) -> int:
-        return 0 if self.layers[0] is None else self.layers[0][0].shape[2]
+        return 0 if self.layers[0] is None else self.layers[0][2]
 
     def extend(self, k, v):
-        old = self.layers[self.layer]
-        if old is not None:
-            k = tensor.Tensor(np.concatenate([old[0], k.data], axis=2))   # (B, nh, Tk, hs)
-            v = tensor.Tensor(np.concatenate([old[1], v.data], axis=2))
-        self.layers[self.layer] = (k.data, v.data)
+        """Append k, v (B, nh, T, hs) to this layer's cache; return all keys and values so far,
+        (B, nh, Tk, hs) each."""
+        entry = self.layers[self.layer]
+        B, nh, T, hs = k.shape
+        n = 0 if entry is None else entry[2]
+        if entry is None or n + T > entry[0].shape[2]:             # no room: a bigger buffer
+            cap = max(2 * n, n + T, 16)
+            keys = np.empty((B, nh, cap, hs), dtype=k.dtype)
+            values = np.empty((B, nh, cap, hs), dtype=v.dtype)
+            if entry is not None:
+                keys[:, :, :n], values[:, :, :n] = entry[0][:, :, :n], entry[1][:, :, :n]
+            entry = self.layers[self.layer] = [keys, values, n]
+        entry[0][:, :, n:n + T] = k.data                           # (B, nh, T, hs) after the old
+        entry[1][:, :, n:n + T] = v.data
+        entry[2] = n + T
         self.layer = (self.layer + 1) % len(self.layers)
-        return k, v
+        if n == 0:       # nothing cached before: the inputs themselves (their graph is kept)
+            return k, v
+        return (tensor.Tensor(entry[0][:, :, :n + T]),             # views, (B, nh, Tk, hs)
+                tensor.Tensor(entry[1][:, :, :n + T]))
 
 
 class GPT(nn.Module):
