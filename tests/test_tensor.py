@@ -77,6 +77,7 @@ def op_cases(dtype):
         "where": (lambda: F.where(mask, x, y), (x, y)),
         "masked_fill": (lambda: F.masked_fill(x, mask, -1e9), (x,)),
         "matmul": (lambda: x @ m, (x, m)),
+        "linear": (lambda: F.linear(x, m, m[0]), (x, m)),
         "softmax": (lambda: x.softmax(-1), (x,)),
         "log_softmax": (lambda: F.log_softmax(x, 0), (x,)),
         "cross_entropy": (lambda: F.cross_entropy(x, np.array([0, 3, -1])), (x,)),
