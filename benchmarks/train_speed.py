@@ -164,6 +164,8 @@ REWARM = 2            # untimed steps at the start of each round
 
 
 # What tensor/memory.py sets with mallopt, as glibc's environment variables for another process
+# (spelled out here because this parent process does not import tensor; tests/test_memory.py
+# checks that the two agree)
 TUNED_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20),
                     "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
 

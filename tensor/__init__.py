@@ -17,9 +17,9 @@ from .tensor import (Tensor, tensor, zeros, ones, randn, arange, no_grad, enable
 from . import functional
 from .functional import (add, sub, mul, div, truediv, neg, pow, exp, log, sqrt, tanh, relu, gelu,
                          cast, sum, mean, max, var, reshape, transpose, permute, getitem,
-                         concatenate, cat, stack, split, where, masked_fill, matmul, softmax,
-                         linear, log_softmax, cross_entropy, layer_norm, dropout, embedding, attention,
-                         unbroadcast)
+                         concatenate, cat, stack, split, where, masked_fill, matmul, linear,
+                         softmax, log_softmax, cross_entropy, layer_norm, dropout, embedding,
+                         attention, unbroadcast)
 from .gradcheck import gradcheck, GradcheckError
 from . import nn, optim, graph
 from .graph import to_dot, draw_graph

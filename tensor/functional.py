@@ -531,16 +531,19 @@ def matmul(x, w) -> Tensor:
 #   dx = g @ wᵀ,  dw = xᵀ @ g,  db = Σ g over every row      (x: (..., K), w: (K, N), b: (N,))
 # The same as matmul then add, with one output array instead of two and one graph node.
 def linear(x, w, b=None) -> Tensor:
-    x, w = as_tensor(x), as_tensor(w)
-    b = None if b is None else as_tensor(b)
+    x = as_tensor(x, like=w if isinstance(w, Tensor) else None)   # arrays take w's dtype
+    w = as_tensor(w, like=x)
+    b = None if b is None else as_tensor(b, like=w)
     if x.ndim == 0 or w.ndim != 2 or x.shape[-1] != w.shape[0] or (
             b is not None and b.shape != (w.shape[1],)):
         raise ValueError(f"linear: x {x.shape} @ w {w.shape} + b "
                          f"{None if b is None else b.shape} do not fit: x must be (..., K), w "
                          f"(K, N) and b (N,)")
-    if x.dtype != w.dtype or (b is not None and b.dtype != w.dtype):
-        raise TypeError(f"linear: dtypes differ (x {x.dtype}, w {w.dtype}"
-                        f"{'' if b is None else f', b {b.dtype}'}); cast with .astype()")
+    if x.dtype != w.dtype or (b is not None and b.dtype != w.dtype) or \
+            w.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"linear: x {x.dtype}, w {w.dtype}"
+                        f"{'' if b is None else f', b {b.dtype}'} must all be float32 or all "
+                        f"float64; cast with .astype()")
     K, N = w.shape
     x2 = x.data.reshape(-1, K)                            # (rows, K): the batch folds into rows
     out = kernels.matmul(x2, w.data)                      # (rows, N), a fresh array
@@ -548,14 +551,14 @@ def linear(x, w, b=None) -> Tensor:
         out += b.data                                     # in place: no second (rows, N) array
     def backward(g):
         g2 = g.reshape(-1, N)                             # (rows, N)
-        if x.requires_grad:
+        if x.requires_grad:                               # (rows, N) @ (N, K) -> (..., K)
             x.grad += kernels.matmul(g2, w.data.T).reshape(x.shape)
         if w.requires_grad:
             w.grad += kernels.matmul(x2.T, g2)            # (K, rows) @ (rows, N)
         if b is not None and b.requires_grad:
-            b.grad += g2.sum(axis=0)
-    return _node(out.reshape(x.shape[:-1] + (N,)), "linear",
-                 (x, w) if b is None else (x, w, b), backward)
+            b.grad += g2.sum(axis=0)                      # (N,)
+    return _node(out.reshape(x.shape[:-1] + (N,)),        # (..., N)
+                 "linear", (x, w) if b is None else (x, w, b), backward)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -85,6 +85,18 @@ def test_kv_cache_returns_every_key_and_value_so_far_across_buffer_growth():
         np.testing.assert_array_equal(view, copy)
 
 
+def test_kv_cache_refuses_keys_of_another_batch_or_dtype_and_hands_out_read_only_views():
+    cache = KVCache(n_layer=1)
+    k = tensor.Tensor(np.zeros((2, 3, 4, 5), np.float32))
+    cache.extend(k, k)
+    keys, _ = cache.extend(k, k)
+    assert not keys.data.flags.writeable
+    for bad in (np.zeros((1, 3, 1, 5), np.float32), np.zeros((2, 3, 1, 5), np.float64)):
+        with pytest.raises(ValueError, match=r"KVCache.extend: layer 0 holds keys of shape "
+                                             r"\(2, 3, 8, 5\) and dtype float32"):
+            cache.extend(tensor.Tensor(bad), tensor.Tensor(bad))
+
+
 def test_last_only_is_the_last_row(model, ids):
     with tensor.no_grad():
         last = model(np.array([ids]), last_only=True)[0].data[0]

@@ -30,6 +30,9 @@ print(tensor.malloc_tuned(), faults_per_round())
 
 def run_probe(tune: str):
     env = dict(os.environ, TENSOR_MALLOC_TUNE=tune)
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
+                 "GLIBC_TUNABLES"):     # glibc's own settings would blur the comparison
+        env.pop(name, None)
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
     return out[0] == "True", float(out[1])
@@ -57,3 +60,21 @@ def test_tune_malloc_is_a_no_op_where_it_cannot_apply(monkeypatch):
     monkeypatch.setenv("TENSOR_MALLOC_TUNE", "1")
     monkeypatch.setattr(memory.platform, "libc_ver", lambda: ("", ""))
     assert memory.tune_malloc() is False
+
+
+def test_the_benchmark_gives_pytorch_the_same_thresholds():
+    """benchmarks/train_speed.py --torch-malloc spells the thresholds as environment variables
+    (its parent process must not import tensor); they must stay those of tensor/memory.py."""
+    import importlib.util
+    from pathlib import Path
+    from tensor import memory
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py"
+    spec = importlib.util.spec_from_file_location("train_speed_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    saved = list(sys.path)
+    try:
+        spec.loader.exec_module(bench)          # it puts benchmarks/ on sys.path: undo that
+    finally:
+        sys.path[:] = saved
+    assert bench.TUNED_MALLOC_ENV == {"MALLOC_MMAP_THRESHOLD_": str(memory.MMAP_THRESHOLD),
+                                      "MALLOC_TRIM_THRESHOLD_": str(memory.TRIM_THRESHOLD)}

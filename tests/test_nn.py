@@ -346,6 +346,21 @@ def test_linear_float32_forward_matches_float64_reference():
     np.testing.assert_allclose(out.data, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "op-by-op"])
+def test_linear_takes_plain_arrays_of_any_number_type_on_both_paths(fused):
+    """A NumPy input (float64 or int) is cast to the weight's dtype, as matmul does, whichever
+    path runs: the fused `linear` op or matmul + add."""
+    rng = np.random.default_rng(2)
+    lin = nn.Linear(4, 3, generator=rng)
+    lin.bias.data[...] = rng.standard_normal(3)
+    for x in (rng.standard_normal((2, 4)), np.arange(8).reshape(2, 4)):
+        with tensor.fused(fused):
+            out = lin(x)
+        assert out.dtype == np.float32
+        expected = x.astype(F64) @ lin.weight.data.astype(F64) + lin.bias.data.astype(F64)
+        np.testing.assert_allclose(out.data, expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("shape", [(3,), (2, 3), (2, 2, 3)])
 def test_linear_gradcheck_float64(bias, shape):

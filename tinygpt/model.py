@@ -131,8 +131,9 @@ class KVCache:
 
     Each layer's keys and values live in a buffer with room to spare along the time axis; a new
     token's k and v are written after the old ones and the layer sees a view of the filled part.
-    When the buffer is full it is replaced by one twice as long (so the copies add up to less
-    than one buffer's worth per token on average)."""
+    When the buffer is full it is replaced by one twice as long, so on average each token's
+    key and value are copied less than once more. The views handed out are read-only: the cache
+    is the only writer."""
 
     def __init__(self, n_layer: int):
         self.layers = [None] * n_layer      # per layer: [keys, values, filled]; (B, nh, cap, hs)
@@ -147,6 +148,13 @@ class KVCache:
         (B, nh, Tk, hs) each."""
         entry = self.layers[self.layer]
         B, nh, T, hs = k.shape
+        if entry is not None and (k.shape != v.shape or (B, nh, hs) != (
+                entry[0].shape[0], entry[0].shape[1], entry[0].shape[3])
+                or k.dtype != entry[0].dtype or v.dtype != entry[0].dtype):
+            held = entry[0].shape[:2] + (entry[2],) + entry[0].shape[3:]    # (B, nh, T, hs)
+            raise ValueError(f"KVCache.extend: layer {self.layer} holds keys of shape {held} "
+                             f"and dtype {entry[0].dtype}; got k {k.shape} {k.dtype}, v "
+                             f"{v.shape} {v.dtype}. Use a new KVCache for another batch or model.")
         n = 0 if entry is None else entry[2]
         if entry is None or n + T > entry[0].shape[2]:             # no room: a bigger buffer
             cap = max(2 * n, n + T, 16)
@@ -161,8 +169,9 @@ class KVCache:
         self.layer = (self.layer + 1) % len(self.layers)
         if n == 0:       # nothing cached before: the inputs themselves (their graph is kept)
             return k, v
-        return (tensor.Tensor(entry[0][:, :, :n + T]),             # views, (B, nh, Tk, hs)
-                tensor.Tensor(entry[1][:, :, :n + T]))
+        keys, values = entry[0][:, :, :n + T], entry[1][:, :, :n + T]   # views, (B, nh, Tk, hs)
+        keys.flags.writeable = values.flags.writeable = False
+        return tensor.Tensor(keys), tensor.Tensor(values)
 
 
 class GPT(nn.Module):

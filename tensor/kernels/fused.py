@@ -19,8 +19,9 @@ import numpy as np
 from numba import njit
 
 _JIT = dict(cache=True, error_model="numpy")
-# Sums over a row may be reordered ("reassoc"), which lets LLVM vectorize them; no other
-# fast-math liberty is taken (NaN and inf still behave as written).
+# Sums over a row may be reordered ("reassoc"), which lets LLVM vectorize them, and a multiply
+# followed by an add may become one fused multiply-add ("contract"). Nothing else is relaxed:
+# NaN and inf still behave as written.
 _SUMS = dict(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 
 
