@@ -148,13 +148,14 @@ class KVCache:
         (B, nh, Tk, hs) each."""
         entry = self.layers[self.layer]
         B, nh, T, hs = k.shape
-        if entry is not None and (k.shape != v.shape or (B, nh, hs) != (
-                entry[0].shape[0], entry[0].shape[1], entry[0].shape[3])
-                or k.dtype != entry[0].dtype or v.dtype != entry[0].dtype):
+        if entry is not None:
             held = entry[0].shape[:2] + (entry[2],) + entry[0].shape[3:]    # (B, nh, T, hs)
-            raise ValueError(f"KVCache.extend: layer {self.layer} holds keys of shape {held} "
-                             f"and dtype {entry[0].dtype}; got k {k.shape} {k.dtype}, v "
-                             f"{v.shape} {v.dtype}. Use a new KVCache for another batch or model.")
+            if not (k.shape == v.shape and (B, nh, hs) == held[:2] + held[3:]
+                    and k.dtype == v.dtype == entry[0].dtype):
+                    raise ValueError(f"KVCache.extend: layer {self.layer} holds keys of shape "
+                                 f"{held} and dtype {entry[0].dtype}; got k {k.shape} {k.dtype}, "
+                                 f"v {v.shape} {v.dtype}. Use a new KVCache for another batch "
+                                 f"or model.")
         n = 0 if entry is None else entry[2]
         if entry is None or n + T > entry[0].shape[2]:             # no room: a bigger buffer
             cap = max(2 * n, n + T, 16)
