@@ -142,32 +142,39 @@ def _saved(tmp_path):
     model = tiny()
     config = {"model": model.config.to_dict(),
               "tokenizer": CharTokenizer.from_text("abcdefghijk").to_dict(), "iteration": 3}
-    ckpt.save_checkpoint(tmp_path, model, config)
-    return tmp_path
+    return ckpt.save_checkpoint(tmp_path, model, config)     # the checkpoint's directory
 
 
-def test_missing_checkpoint_names_the_file(tmp_path):
-    with pytest.raises(ckpt.CheckpointError, match="config.json"):
+def _without_manifest(d):
+    """As an older tinygpt wrote it: no manifest, so only the files' own checks remain."""
+    (d / "manifest.json").unlink()
+    return d
+
+
+def test_missing_checkpoint_names_the_directory(tmp_path):
+    with pytest.raises(ckpt.CheckpointError, match="nothing"):
         ckpt.load_model(tmp_path / "nothing")
 
 
-def test_truncated_weights_name_the_file(tmp_path):
-    d = _saved(tmp_path)
+@pytest.mark.parametrize("manifest", [True, False])
+def test_truncated_weights_name_the_file(tmp_path, manifest):
+    d = _saved(tmp_path) if manifest else _without_manifest(_saved(tmp_path))
     f = d / "model.safetensors"
     f.write_bytes(f.read_bytes()[:-100])
     with pytest.raises(ckpt.CheckpointError, match="model.safetensors"):
         ckpt.load_model(d)
 
 
-def test_corrupt_config_names_the_file(tmp_path):
-    d = _saved(tmp_path)
+@pytest.mark.parametrize("manifest", [True, False])
+def test_corrupt_config_names_the_file(tmp_path, manifest):
+    d = _saved(tmp_path) if manifest else _without_manifest(_saved(tmp_path))
     (d / "config.json").write_text("{not json")
     with pytest.raises(ckpt.CheckpointError, match="config.json"):
         ckpt.load_model(d)
 
 
 def test_wrong_shapes_in_checkpoint_are_named(tmp_path):
-    d = _saved(tmp_path)
+    d = _without_manifest(_saved(tmp_path))
     cfg = json.loads((d / "config.json").read_text())
     cfg["model"]["n_embd"] = 12
     (d / "config.json").write_text(json.dumps(cfg))
@@ -176,9 +183,9 @@ def test_wrong_shapes_in_checkpoint_are_named(tmp_path):
 
 
 def test_mixed_iterations_are_detected(tmp_path):
-    d = _saved(tmp_path)
+    d = _without_manifest(_saved(tmp_path))
     cfg = json.loads((d / "config.json").read_text())
     cfg["iteration"] = 99          # as if a crash left config.json from a later save
     (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ckpt.CheckpointError, match="interrupted"):
+    with pytest.raises(ckpt.CheckpointError, match="different saves"):
         ckpt.load_model(d)

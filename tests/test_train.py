@@ -22,9 +22,18 @@ def rows(out):
         return list(csv.DictReader(f))
 
 
+def latest(out):
+    """The directory of the run's latest checkpoint."""
+    return ckpt.list_checkpoints(out)[-1].path
+
+
+def config(out):
+    return json.loads((latest(out) / "config.json").read_text())
+
+
 def weights(out):
     from tensor.io import load_safetensors
-    return load_safetensors(f"{out}/model.safetensors")
+    return load_safetensors(latest(out) / "model.safetensors")
 
 
 def test_bundled_shakespeare_facts():
@@ -54,7 +63,7 @@ def test_train_writes_metrics_and_checkpoint(tmp_path):
     assert list(r[0]) == ["iter", "train_loss", "val_loss", "lr", "tokens_per_sec", "elapsed_s"]
     assert float(r[-1]["val_loss"]) < float(r[0]["val_loss"])         # it learned something
     assert result.best_val_loss == pytest.approx(min(float(row["val_loss"]) for row in r), abs=1e-6)
-    cfg = json.loads(open(f"{out}/config.json").read())
+    cfg = config(out)
     assert cfg["iteration"] == 20 and cfg["model"]["n_embd"] == 16
     assert cfg["tokenizer"]["type"] == "char"
     model, tok, _ = ckpt.load_model(out)
@@ -72,7 +81,7 @@ def test_resume_equals_uninterrupted(tmp_path, dropout):
             stop.requested = True          # what the SIGINT handler does
     result = train(part, progress=False, log=lambda *a: None, on_iter=ctrl_c_at_17)
     assert result.interrupted and result.iterations == 17
-    assert json.loads(open(f"{part.out}/config.json").read())["iteration"] == 17
+    assert config(part.out)["iteration"] == 17
     train(small(tmp_path / "b", max_iters=30), resume=True, progress=False, log=lambda *a: None)
 
     a, b = weights(full.out), weights(part.out)
@@ -90,8 +99,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
             model.wte.weight.data[:] = np.nan
     with pytest.raises(NonFiniteLoss, match="iteration 15"):
         train(opts, progress=False, log=lambda *a: None, on_iter=poison)
-    cfg = json.loads(open(f"{opts.out}/config.json").read())
-    assert cfg["iteration"] == 10                                   # the last good save
+    assert config(opts.out)["iteration"] == 10                      # the last good save
     w = weights(opts.out)
     assert all(np.isfinite(v).all() for v in w.values())
 
@@ -120,5 +128,5 @@ def test_non_utf8_data_is_a_clear_error(tmp_path):
 
 
 def test_resume_without_checkpoint_names_the_file(tmp_path):
-    with pytest.raises(ckpt.CheckpointError, match="config.json"):
+    with pytest.raises(ckpt.CheckpointError, match="no run to resume"):
         train(small(tmp_path), resume=True, progress=False, log=lambda *a: None)

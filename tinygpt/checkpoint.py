@@ -1,107 +1,436 @@
-"""A training checkpoint is a directory (default `out/`) holding:
+"""Training runs and their checkpoints, written so that no kill, crash or Ctrl-C loses one.
 
-    model.safetensors      the weights, by their GPT-2 names
-    optimizer.safetensors  AdamW's moments m.<i>, v.<i>
-    rng.json               the random generators' states (batches, dropout)
-    config.json            model config, tokenizer, training options, iteration, best val loss
+A *run directory* (`tinygpt train --out out`) holds:
 
-Each file is written atomically (temp file, fsync, rename), config.json last: it is the record
-that says which iteration the set belongs to, and every other file carries that iteration in its
-own metadata, so a set mixed by a crash between two files is detected on load.  No pickle.
+    out/
+      metrics.csv                one row per evaluation
+      train.lock                 locked by the process training in this run; holds its PID
+      ckpt-0001750/              a complete checkpoint (the best one: lowest val loss)
+      ckpt-0002000/              a complete checkpoint (the latest one: where --resume starts)
+        model.safetensors          the weights, by GPT-2's names (readable by other tools)
+        optimizer.safetensors      AdamW's moments m.<i>, v.<i>, its step count and lr
+        rng.json                   the random generators' states (batches, dropout)
+        config.json                model, tokenizer, training options, iteration, val loss
+        manifest.json              size and SHA-256 of each file above; written last
+
+How a save stays safe: the new checkpoint is written into a hidden `.partial-*` directory next
+to the others, every file is flushed to disk, the manifest is written last, and then the whole
+directory is renamed to `ckpt-<iteration>` in one atomic step. Only after that are older
+checkpoints removed (renamed to `.partial-*` first, then deleted), keeping the latest and the
+best. A kill at any instant leaves either the old set or the new one, plus perhaps a `.partial-*`
+directory that the next `train` removes. Loading checks every file against the manifest, names
+the file that fails, and falls back to the previous complete checkpoint. No pickle.
+
+A *checkpoint directory* (one `ckpt-*`, or a directory written by an older tinygpt with the
+files directly inside) can be given wherever a run directory can.
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import math
+import os
+import re
+import secrets
+import shutil
+import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tensor.io import (SafetensorsError, atomic_write_json, load_safetensors,
-                       load_safetensors_metadata, save_safetensors)
+                       load_safetensors_metadata, save_safetensors, _fsync_directory)
 
 MODEL_FILE, OPTIM_FILE, RNG_FILE, CONFIG_FILE = ("model.safetensors", "optimizer.safetensors",
                                                  "rng.json", "config.json")
+MANIFEST_FILE, LOCK_FILE, METRICS_FILE = "manifest.json", "train.lock", "metrics.csv"
+PARTIAL_PREFIX = ".partial-"
+FORMAT = "tinygpt-checkpoint"
+_NAME = re.compile(r"ckpt-(\d{7,})(?:\.(\d+))?$")
 
 
 class CheckpointError(RuntimeError):
     pass
 
 
-def save_checkpoint(out_dir, model, config: dict, optimizer=None, rng_states: dict | None = None):
-    """Write the checkpoint files into out_dir. `config` must hold an 'iteration' key."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = {"iteration": str(config.get("iteration", 0))}
-    save_safetensors(out / MODEL_FILE, dict(model.state_dict()), metadata=stamp)
+# ----------------------------------------------------------------------------------------------
+# What is in a directory
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class Checkpoint:
+    path: Path
+    iteration: int
+    serial: int                 # ckpt-0000500.1 is a second save at the same iteration
+    val_loss: float | None      # the evaluation made with exactly these weights (None: not one)
+
+    def describe(self) -> str:
+        loss = f", val loss {self.val_loss:.4f}" if self.val_loss is not None else ""
+        return f"{self.path} (iteration {self.iteration}{loss})"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint file missing: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is damaged and cannot be read ({e})") from None
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{path} is damaged: expected a JSON object")
+    return d
+
+
+def _is_single(path: Path) -> bool:
+    """A directory holding one checkpoint's files (a ckpt-* or an older tinygpt's --out)."""
+    try:
+        d = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and "model" in d and "tokenizer" in d
+
+
+def list_checkpoints(run_dir) -> list[Checkpoint]:
+    """The complete checkpoints (a manifest is present) of a run, oldest first. A directory
+    written by an older tinygpt (files directly in the run directory) counts as one."""
+    run = Path(run_dir)
+    found = []
+    try:
+        entries = list(os.scandir(run))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for e in entries:
+        m = _NAME.match(e.name)
+        if not (m and e.is_dir() and (Path(e.path) / MANIFEST_FILE).exists()):
+            continue
+        val = None
+        try:
+            v = json.loads((Path(e.path) / CONFIG_FILE).read_text(encoding="utf-8")).get("val_loss")
+            val = float(v) if v is not None and math.isfinite(float(v)) else None
+        except (OSError, ValueError, TypeError, AttributeError):
+            pass                       # damaged: verify() will say so if it is chosen
+        found.append(Checkpoint(Path(e.path), int(m.group(1)), int(m.group(2) or 0), val))
+    if not found and ((run / MANIFEST_FILE).exists() or _is_single(run)):   # one checkpoint
+        try:
+            source = run / (MANIFEST_FILE if (run / MANIFEST_FILE).exists() else CONFIG_FILE)
+            iteration = int(json.loads(source.read_text(encoding="utf-8")).get("iteration", 0))
+        except (OSError, ValueError, TypeError, AttributeError):
+            iteration = 0              # damaged: verify() says which file when it is loaded
+        found.append(Checkpoint(run, iteration, 0, None))
+    return sorted(found, key=lambda c: (c.iteration, c.serial))
+
+
+def is_checkpoint(path) -> bool:
+    """Is `path` a directory written by `tinygpt train` (a run, or one checkpoint of a run)?
+    The one rule every command uses to tell a training run from a Hugging Face directory."""
+    path = Path(str(path))
+    return path.is_dir() and (_is_single(path) or bool(list_checkpoints(path)))
+
+
+def is_run_started(run_dir) -> bool:
+    """Does `run_dir` hold anything at all (so a fresh run must not write into it)?"""
+    try:
+        return any(os.scandir(run_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
+# Checksums
+# ----------------------------------------------------------------------------------------------
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(ckpt_dir) -> None:
+    """Check every file of a checkpoint against its manifest; the error names the bad file."""
+    d = Path(ckpt_dir)
+    manifest_path = d / MANIFEST_FILE
+    if not manifest_path.exists():
+        if _is_single(d):
+            return                     # written by an older tinygpt: nothing to check against
+        raise CheckpointError(f"{d} has no {MANIFEST_FILE}: it is not a complete checkpoint")
+    manifest = _read_json(manifest_path)
+    files = manifest.get("files")
+    if not isinstance(files, dict) or CONFIG_FILE not in files or MODEL_FILE not in files:
+        raise CheckpointError(f"{manifest_path} is damaged: it does not list the checkpoint's files")
+    for name, entry in files.items():
+        path = d / name
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise CheckpointError(f"checkpoint file missing: {path}") from None
+        if not isinstance(entry, dict) or size != entry.get("size"):
+            raise CheckpointError(f"{path} is damaged: {size} bytes, the manifest says "
+                                  f"{entry.get('size') if isinstance(entry, dict) else '?'}")
+        if sha256_file(path) != entry.get("sha256"):
+            raise CheckpointError(f"{path} is damaged: its SHA-256 does not match the manifest "
+                                  f"(a changed or corrupted byte)")
+
+
+# ----------------------------------------------------------------------------------------------
+# Saving
+# ----------------------------------------------------------------------------------------------
+def _kill_point(step: str) -> None:
+    """Test hook: TINYGPT_TEST_KILL_AT="<save number>:<step>" kills this process with SIGKILL at
+    that step of that save (1 = the first save), so the tests can check that a kill at every
+    step of the save sequence loses nothing. Does nothing otherwise."""
+    spec = os.environ.get("TINYGPT_TEST_KILL_AT")
+    if not spec:
+        return
+    _kill_point.saves = getattr(_kill_point, "saves", 0) + (step == "start")
+    number, _, at = spec.partition(":")
+    if int(number) == _kill_point.saves and at == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+SAVE_STEPS = ("start", "model", "optimizer", "rng", "config", "manifest", "rename", "prune")
+
+
+def _name_for(run: Path, iteration: int) -> Path:
+    path, serial = run / f"ckpt-{iteration:07d}", 0
+    while path.exists():
+        serial += 1
+        path = run / f"ckpt-{iteration:07d}.{serial}"
+    return path
+
+
+def save_checkpoint(run_dir, model, config: dict, optimizer=None, rng_states: dict | None = None,
+                    keep_best: bool = True) -> Path:
+    """Write one complete checkpoint into run_dir, atomically, and prune older ones (keeping
+    the one just written and the best). `config` must hold 'iteration'; 'val_loss' (the
+    evaluation of these weights, or None) decides which checkpoint is the best."""
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    iteration = int(config.get("iteration", 0))
+    _kill_point("start")
+    partial = run / f"{PARTIAL_PREFIX}ckpt-{iteration:07d}-{secrets.token_hex(4)}"
+    partial.mkdir()
+    stamp = {"iteration": str(iteration)}
+    save_safetensors(partial / MODEL_FILE, dict(model.state_dict()), metadata=stamp)
+    _kill_point("model")
     if optimizer is not None:
         state = optimizer.state_dict()
-        save_safetensors(out / OPTIM_FILE, state["arrays"],
+        save_safetensors(partial / OPTIM_FILE, state["arrays"],
                          metadata={**stamp, "step": str(state["step"]), "lr": repr(state["lr"])})
+    _kill_point("optimizer")
     if rng_states is not None:
-        atomic_write_json(out / RNG_FILE, {**rng_states, "iteration": config.get("iteration", 0)})
-    atomic_write_json(out / CONFIG_FILE, config)
+        atomic_write_json(partial / RNG_FILE, {**rng_states, "iteration": iteration})
+    _kill_point("rng")
+    atomic_write_json(partial / CONFIG_FILE, {"format": FORMAT, "version": 2, **config})
+    _kill_point("config")
+    files = {e.name: {"size": e.stat().st_size, "sha256": sha256_file(e.path)}
+             for e in sorted(os.scandir(partial), key=lambda e: e.name) if e.is_file()}
+    atomic_write_json(partial / MANIFEST_FILE, {"format": FORMAT, "iteration": iteration,
+                                                "files": files})
+    _kill_point("manifest")
+    final = _name_for(run, iteration)
+    os.rename(partial, final)          # the one atomic step: the checkpoint now exists, whole
+    _fsync_directory(str(run))
+    _kill_point("rename")
+    prune(run, keep_best=keep_best)
+    _kill_point("prune")
+    return final
 
 
-def load_config(out_dir) -> dict:
-    path = Path(out_dir) / CONFIG_FILE
+def prune(run_dir, keep_best: bool = True) -> None:
+    """Remove every complete checkpoint but the latest and the best (lowest val loss)."""
+    ckpts = list_checkpoints(run_dir)
+    if not ckpts or ckpts[-1].path == Path(run_dir):
+        return
+    keep = {ckpts[-1].path}
+    scored = [c for c in ckpts if c.val_loss is not None]
+    if keep_best and scored:
+        keep.add(min(scored, key=lambda c: (c.val_loss, -c.iteration)).path)
+    for c in ckpts:
+        if c.path not in keep:
+            _remove_dir(c.path)
+
+
+def _remove_dir(path: Path) -> None:
+    """Rename to .partial-* first (atomic), so a kill halfway through the delete leaves no
+    half-deleted checkpoint that looks complete."""
+    doomed = path.parent / f"{PARTIAL_PREFIX}{path.name}-{secrets.token_hex(4)}"
+    os.rename(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def clean_partial(run_dir) -> list[str]:
+    """Remove what killed saves left behind (call with the run's lock held). Returns the names."""
+    removed = []
+    for e in list(os.scandir(run_dir)):
+        if e.name.startswith(PARTIAL_PREFIX) or (e.name.startswith(".") and e.name.endswith(".tmp")):
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(e.path, ignore_errors=True)
+            else:
+                os.unlink(e.path)
+            removed.append(e.name)
+    return removed
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------
+def _candidates(path: Path, which: str) -> list[Checkpoint]:
+    ckpts = list_checkpoints(path)
+    if which == "latest":
+        return ckpts[::-1]
+    if which == "best":
+        scored = sorted((c for c in ckpts if c.val_loss is not None),
+                        key=lambda c: (c.val_loss, -c.iteration))
+        return scored + [c for c in ckpts[::-1] if c.val_loss is None]
+    raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
+
+
+def find_checkpoint(path, which: str = "latest", log=None) -> tuple[Checkpoint, dict]:
+    """The checkpoint to load from a run (or checkpoint) directory, verified, with its config.
+    A damaged one is reported through log() and skipped for the next one."""
+    path = Path(str(path))
+    if not path.is_dir():
+        raise CheckpointError(f"no checkpoint at {path}: it is not a directory. Train first "
+                              f"with `tinygpt train --out {path}`.")
+    candidates = _candidates(path, which)
+    if not candidates:
+        partial = [e.name for e in os.scandir(path) if e.name.startswith(PARTIAL_PREFIX)]
+        why = (" (only an unfinished save, killed before it completed)" if partial else
+               f" ({path / CONFIG_FILE} is not a tinygpt config: damaged, or from another tool)"
+               if (path / CONFIG_FILE).exists() else "")
+        raise CheckpointError(f"no checkpoint in {path}{why}: `tinygpt train --out {path}` "
+                              f"writes one at its first evaluation.")
+    errors = []
+    for c in candidates:
+        try:
+            verify(c.path)
+            config = load_config(c.path)
+        except CheckpointError as e:
+            errors.append(str(e))
+            if log is not None:
+                log(f"warning: {e}; skipping the checkpoint {c.path}")
+            continue
+        return c, config
+    raise CheckpointError(f"every checkpoint in {path} is damaged: " + "; ".join(errors)
+                          + ". Start a new run (`tinygpt train --out NEW_DIR`) or restore a backup.")
+
+
+def load_config(ckpt_dir) -> dict:
+    path = Path(ckpt_dir) / CONFIG_FILE
     if not path.exists():
-        raise CheckpointError(f"no checkpoint in {out_dir}: {path} is missing. Train first with "
-                              f"`tinygpt train --out {out_dir}`.")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is corrupt ({e}); the checkpoint cannot be used") from None
+        raise CheckpointError(f"no checkpoint in {ckpt_dir}: {path} is missing. Train first with "
+                              f"`tinygpt train --out {ckpt_dir}`.")
+    config = _read_json(path)
     for key in ("model", "tokenizer"):
-        if not isinstance(config, dict) or key not in config:
+        if key not in config:
             raise CheckpointError(f"{path} has no {key!r} section; it is not a tinygpt checkpoint")
     return config
 
 
-def _load_arrays(path: Path, iteration: int) -> dict:
+def _load_arrays(path: Path, iteration: int):
     if not path.exists():
         raise CheckpointError(f"checkpoint file missing: {path}")
     try:
         arrays = load_safetensors(path)
         meta = load_safetensors_metadata(path)
     except SafetensorsError as e:
-        raise CheckpointError(str(e)) from None
+        raise CheckpointError(f"{path} is damaged: {e}") from None
     if "iteration" in meta and int(meta["iteration"]) != iteration:
         raise CheckpointError(f"{path} is from iteration {meta['iteration']} but config.json says "
-                              f"{iteration}: a save was interrupted between files. Resume is "
-                              f"not safe; start a new run or restore a backup.")
+                              f"{iteration}: the files belong to different saves.")
     return arrays, meta
 
 
-def load_model(out_dir, dtype=np.float32):
-    """The model, its tokenizer and the checkpoint's config.json, from a checkpoint directory."""
+def load_model(path, dtype=np.float32, which: str = "best", log=None):
+    """The model, its tokenizer and the checkpoint's config.json, from a run directory (its
+    best or latest checkpoint) or one checkpoint directory.
+
+    config["source"] says which checkpoint was loaded; log(line) receives warnings (a damaged
+    checkpoint skipped for an older one)."""
     from .model import GPT, GPTConfig
     from .tokenizer import tokenizer_from_dict
-    config = load_config(out_dir)
-    model = GPT(GPTConfig.from_dict(config["model"]), dtype=dtype, init=False)
-    arrays, _ = _load_arrays(Path(out_dir) / MODEL_FILE, int(config.get("iteration", 0)))
+    ckpt, config = find_checkpoint(path, which, log)
+    try:
+        model_cfg = GPTConfig.from_dict(config["model"])
+        tokenizer = tokenizer_from_dict(config["tokenizer"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{ckpt.path / CONFIG_FILE} is damaged: {e}") from None
+    if tokenizer.vocab_size > model_cfg.vocab_size:
+        raise CheckpointError(f"{ckpt.path / CONFIG_FILE}: the tokenizer has "
+                              f"{tokenizer.vocab_size} tokens but the model only "
+                              f"{model_cfg.vocab_size}; the file is damaged or edited")
+    model = GPT(model_cfg, dtype=dtype, init=False)
+    arrays, _ = _load_arrays(ckpt.path / MODEL_FILE, int(config.get("iteration", 0)))
     try:
         model.load_state_dict(arrays)
     except KeyError as e:
-        raise CheckpointError(f"{Path(out_dir) / MODEL_FILE}: {e.args[0]}") from None
-    return model, tokenizer_from_dict(config["tokenizer"]), config
+        raise CheckpointError(f"{ckpt.path / MODEL_FILE}: {e.args[0]}") from None
+    kind = {"best": "best", "latest": "latest"}[which]
+    config["source"] = f"{ckpt.describe()}, the {kind} checkpoint"
+    config["checkpoint_dir"] = str(ckpt.path)
+    return model, tokenizer, config
 
 
-def load_training_state(out_dir, optimizer, iteration: int) -> dict:
+def load_training_state(ckpt_dir, optimizer, iteration: int) -> dict:
     """Restore the optimizer in place; return the saved RNG states."""
-    arrays, meta = _load_arrays(Path(out_dir) / OPTIM_FILE, iteration)
+    arrays, meta = _load_arrays(Path(ckpt_dir) / OPTIM_FILE, iteration)
     try:
         optimizer.load_state_dict({"arrays": arrays, "step": int(meta["step"]),
                                    "lr": float(meta["lr"])})
     except (KeyError, ValueError) as e:
-        raise CheckpointError(f"{Path(out_dir) / OPTIM_FILE}: {e}") from None
-    path = Path(out_dir) / RNG_FILE
-    try:
-        rng = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint file missing: {path}") from None
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is corrupt ({e})") from None
+        raise CheckpointError(f"{Path(ckpt_dir) / OPTIM_FILE}: {e}") from None
+    rng = _read_json(Path(ckpt_dir) / RNG_FILE)
     if rng.get("iteration") != iteration:
-        raise CheckpointError(f"{path} is from iteration {rng.get('iteration')} but config.json "
-                              f"says {iteration}: a save was interrupted between files.")
+        raise CheckpointError(f"{Path(ckpt_dir) / RNG_FILE} is from iteration "
+                              f"{rng.get('iteration')} but config.json says {iteration}: the "
+                              f"files belong to different saves.")
     return rng
+
+
+# ----------------------------------------------------------------------------------------------
+# One writer per run
+# ----------------------------------------------------------------------------------------------
+class RunLock:
+    """An exclusive lock on a run directory for as long as a process trains in it, so a second
+    `tinygpt train` into the same --out is refused. The lock is an flock on train.lock: the
+    kernel drops it when the process dies, however it dies, so a killed run never leaves a
+    stale lock behind. (On a system without fcntl, no lock is taken.)"""
+
+    def __init__(self, run_dir):
+        self.path = Path(run_dir) / LOCK_FILE
+        self.fd = None
+
+    def acquire(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:            # Windows: no flock
+            return self
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                os.close(fd)
+                raise
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise CheckpointError(f"another `tinygpt train` (PID {holder}) is writing to "
+                                  f"{self.path.parent}; wait for it to finish, stop it, or use "
+                                  f"another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)          # closing drops the flock
+            self.fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()

@@ -50,6 +50,13 @@ class GPTConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"GPTConfig: unknown fields {sorted(unknown)}; known: {sorted(known)}")
+        for f in fields(cls):           # a file may hold anything: check each value's type
+            v = d.get(f.name, f.default)
+            ok = (isinstance(v, bool) if f.type == "bool" else
+                  isinstance(v, (int, float)) and not isinstance(v, bool) if f.type == "float"
+                  else isinstance(v, int) and not isinstance(v, bool))
+            if not ok:
+                raise ValueError(f"GPTConfig: {f.name} must be {f.type}, got {v!r}")
         return cls(**d)
 
 

@@ -1,14 +1,22 @@
-"""The training loop: batches in, AdamW steps, evaluation, metrics, checkpoints.
+"""The training loop: batches in, AdamW steps, evaluation, metrics, checkpoints, resume.
 
 Defaults are the reference CPU recipe for the `baby` preset on tiny Shakespeare (nanoGPT's
 published laptop recipe): batch 12, block 64, 2000 iterations, lr 1e-3 with 100 warmup
 iterations and cosine decay to 1e-4, AdamW betas (0.9, 0.99), weight decay 0.1, clip 1.0.
+
+A run never loses work (tinygpt/checkpoint.py has the details):
+  * every evaluation saves a complete checkpoint atomically; the latest and the best are kept;
+  * Ctrl-C finishes the step, saves, and prints the command that continues the same plan;
+  * a fresh run refuses an --out that already holds something (unless --overwrite), and one
+    lock per run directory refuses a second process writing to it;
+  * --resume continues with the saved options. Those that define the run (model, tokenizer,
+    data, batch size, seed) cannot change; the schedule and its length can (RESUME_CHANGEABLE).
 """
 from __future__ import annotations
 
 import math
+import os
 import signal
-import sys
 import time
 from dataclasses import dataclass, asdict, field, fields
 from pathlib import Path
@@ -21,6 +29,7 @@ from tensor import optim
 from . import checkpoint as ckpt
 from .dataset import Dataset, read_text
 from .model import GPT, GPTConfig, PRESETS
+from .progress import Progress
 
 METRICS_HEADER = "iter,train_loss,val_loss,lr,tokens_per_sec,elapsed_s"
 
@@ -39,6 +48,7 @@ class TrainOptions:
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_iters: int = 100
+    lr_decay_iters: int | None = None  # the cosine's length (None: max_iters, fixed at the start)
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
@@ -54,22 +64,51 @@ class TrainOptions:
     def model_config(self, vocab_size: int) -> GPTConfig:
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
-        cfg = {"vocab_size": vocab_size, **PRESETS[self.preset]}
-        cfg["vocab_size"] = vocab_size
+        cfg = {**PRESETS[self.preset], "vocab_size": vocab_size}
         for name in ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias"):
             if getattr(self, name) is not None:
                 cfg[name] = getattr(self, name)
-        return GPTConfig(**cfg)
+        try:
+            return GPTConfig(**cfg)
+        except ValueError as e:           # e.g. n_embd not divisible by n_head: name the options
+            raise ValueError(str(e).replace("GPTConfig: ", "").replace("n_embd", "--n-embd")
+                             .replace("n_head", "--n-head")) from None
 
     def check(self):
+        """Every option in range, before anything is read or written."""
+        def opt(name):
+            return "--" + name.replace("_", "-")
         for name in ("batch_size", "max_iters", "eval_interval", "eval_iters"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, "
-                                 f"got {getattr(self, name)}")
+                raise ValueError(f"{opt(name)} must be at least 1, got {getattr(self, name)}")
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "threads", "lr_decay_iters"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"{opt(name)} must be at least 1, got {v}")
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "beta1", "beta2"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{opt(name)} must be a finite number, got {getattr(self, name)}")
         if not (self.lr > 0 and self.min_lr >= 0):
             raise ValueError(f"--lr must be > 0 and --min-lr >= 0, got {self.lr} and {self.min_lr}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("--weight-decay and --grad-clip must be >= 0")
+        if self.warmup_iters < 0:
+            raise ValueError(f"--warmup-iters must be >= 0, got {self.warmup_iters}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.tokenizer not in ("char", "gpt2"):
             raise ValueError(f"--tokenizer must be 'char' or 'gpt2', got {self.tokenizer!r}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown --preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+
+
+# What may change when a run is resumed: the schedule and how long it runs. Everything else
+# defines the run (its model, its data, its batches): changing it would silently make a
+# different run under the same name, so it is refused.
+RESUME_CHANGEABLE = ("max_iters", "lr", "min_lr", "warmup_iters", "lr_decay_iters",
+                     "weight_decay", "grad_clip", "eval_interval", "eval_iters", "threads")
+RESUME_FIXED = ("preset", "n_layer", "n_head", "n_embd", "block_size", "dropout", "bias",
+                "batch_size", "seed", "data", "tokenizer", "beta1", "beta2")
 
 
 def build_tokenizer(kind: str, text: str):
@@ -87,27 +126,28 @@ def encode(tokenizer, text: str) -> np.ndarray:
 
 
 class _Stop:
-    """Set by Ctrl-C (SIGINT): the loop finishes the current step, saves, and exits cleanly."""
+    """Set by Ctrl-C (SIGINT) or SIGTERM: the loop finishes the current step, saves, and exits."""
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self._previous = {}
 
     def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:       # not the main thread: Ctrl-C stays a KeyboardInterrupt
-            self._previous = None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:   # not the main thread: the signals keep their default action
+                pass
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:       # a second Ctrl-C: stop at once
+        if self.requested:       # a second Ctrl-C: stop at once (the last checkpoint stays)
             raise KeyboardInterrupt
         self.requested = True
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -123,6 +163,127 @@ class TrainResult:
     history: list = field(default_factory=list)   # metrics rows as dicts
 
 
+# ----------------------------------------------------------------------------------------------
+# Before anything is written: the data, the memory a run needs, the output directory
+# ----------------------------------------------------------------------------------------------
+def data_path(data: str | None) -> str | None:
+    """--data as an absolute path (so a run resumes from any working directory)."""
+    return None if data is None else str(Path(data).expanduser().resolve())
+
+
+def data_checksum(data: str | None) -> str:
+    from .dataset import SHAKESPEARE
+    return ckpt.sha256_file(SHAKESPEARE if data is None else data)
+
+
+def load_text(data: str | None) -> str:
+    text = read_text(data)
+    if not text:
+        raise ValueError(f"--data {data} is empty: give a UTF-8 text file with some text in it")
+    return text
+
+
+def estimate_memory(cfg: GPTConfig, batch_size: int) -> int:
+    """Bytes a training step needs, roughly, from the config alone (float32).
+
+    Parameters: weights, gradients and AdamW's two moments, 4 floats each. Activations kept for
+    backward, per block: about 20 (B, T, C) arrays (layer norms, q/k/v, the MLP's 4C, residuals)
+    and 2 (B, nh, T, T) attention maps; then the logits, their softmax and gradient (B, T, V)."""
+    from .params import count_parameters
+    B, T, C, L = batch_size, cfg.block_size, cfg.n_embd, cfg.n_layer
+    params = 16 * count_parameters(cfg)
+    activations = 4 * (L * B * T * (20 * C + 2 * cfg.n_head * T) + 3 * B * T * cfg.vocab_size)
+    return params + activations
+
+
+def available_memory() -> int | None:
+    """Bytes of RAM available to a new allocation (Linux: MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(cfg: GPTConfig, batch_size: int) -> None:
+    need, have = estimate_memory(cfg, batch_size), available_memory()
+    if have is not None and need > have:
+        raise ValueError(
+            f"this run needs about {need / 2**30:,.1f} GiB of memory (batch {batch_size}, block "
+            f"{cfg.block_size}, {cfg.n_layer} layers of {cfg.n_embd}) but {have / 2**30:,.1f} GiB "
+            f"is available; use a smaller --batch-size or --block-size")
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """A fresh run writes only into a new or empty directory (or, with --overwrite, a run's)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a directory")
+    if ckpt.is_run_started(out) and not overwrite:
+        what = ("a training run" if ckpt.is_checkpoint(out) else "files")
+        raise ValueError(f"--out {out} already holds {what}. Continue it with `tinygpt train "
+                         f"--resume --out {out}`, choose a new --out, or add --overwrite to "
+                         f"replace it")
+    parent = out
+    while not parent.exists():            # the first existing ancestor must be a writable dir
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: cannot create it ({parent} is not a writable directory)")
+
+
+OUR_FILES = (ckpt.METRICS_FILE, ckpt.MODEL_FILE, ckpt.OPTIM_FILE, ckpt.RNG_FILE, ckpt.CONFIG_FILE,
+             ckpt.MANIFEST_FILE, "loss.png")
+
+
+def clear_run(out: Path) -> None:
+    """--overwrite: remove what tinygpt wrote in `out` (checkpoints, metrics), nothing else."""
+    for e in list(os.scandir(out)):
+        if e.is_dir(follow_symlinks=False) and (ckpt._NAME.match(e.name) or
+                                                 e.name.startswith(ckpt.PARTIAL_PREFIX)):
+            ckpt._remove_dir(Path(e.path))
+        elif e.name in OUR_FILES:
+            os.unlink(e.path)
+    ckpt.clean_partial(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Resume: the saved plan, and what the command line may change in it
+# ----------------------------------------------------------------------------------------------
+def resume_options(saved: dict, opts: TrainOptions, given: set) -> tuple[TrainOptions, list]:
+    """The saved options with the changeable ones given on the command line applied.
+    Returns (options, ["--lr 0.001 -> 0.0005", ...]); a fixed option given with another value
+    is an error naming it."""
+    known = {f.name for f in fields(TrainOptions)}
+    merged = {k: v for k, v in saved.items() if k in known}
+    merged["out"] = opts.out
+    refused, changes = [], []
+    for name in sorted(given & known - {"out"}):
+        new, old = getattr(opts, name), merged.get(name)
+        if name == "data":
+            new = data_path(new)
+        if new == old:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if name in RESUME_FIXED:
+            refused.append(f"{flag} {new} (the run has {old})")
+        else:
+            changes.append(f"{flag} {old} -> {new}")
+            merged[name] = new
+    if refused:
+        raise ValueError("cannot change " + ", ".join(refused) + " when resuming: the model, "
+                         "tokenizer, data, batch size and seed define a run. Start a new run "
+                         "with another --out to change them")
+    return TrainOptions(**merged), changes
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------
 def estimate_loss(model, data: Dataset, opts: TrainOptions, block_size: int, it: int) -> dict:
     """Mean loss over eval_iters batches of each split, in eval mode, without a graph."""
     model.eval()
@@ -140,39 +301,98 @@ def estimate_loss(model, data: Dataset, opts: TrainOptions, block_size: int, it:
 
 
 def train(opts: TrainOptions, resume: bool = False, log=print, progress: bool = True,
-          stop: "_Stop | None" = None, on_iter=None) -> TrainResult:
+          stop: "_Stop | None" = None, on_iter=None, overwrite: bool = False,
+          given: set | None = None) -> TrainResult:
     """Train (or resume) a model as `opts` says; checkpoints and metrics go to opts.out.
 
+    given: the option names set on the command line (for --resume: those are the ones that may
+    change the saved plan); None means every option that differs from its default.
     on_iter(it, stop, model): called before each step; tests use it to simulate a Ctrl-C.
     """
     start_time = time.perf_counter()
-    opts.check()
+    if given is None:
+        defaults = TrainOptions()
+        given = {f.name for f in fields(TrainOptions)
+                 if getattr(opts, f.name) != getattr(defaults, f.name)}
     out = Path(opts.out)
-    if opts.threads:
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite replaces it: "
+                         "give one of them")
+    lock = ckpt.RunLock(out)
+    if resume:
+        if not ckpt.is_checkpoint(out):
+            raise ckpt.CheckpointError(f"no run to resume in {out} (no checkpoint and no "
+                                       f"{ckpt.CONFIG_FILE}); start one with `tinygpt train "
+                                       f"--out {out}`")
+        lock.acquire()
+    try:
+        if resume:
+            return _train(opts, out, lock, True, False, given, log, progress, stop, on_iter,
+                          start_time)
+        return _train(opts, out, lock, False, overwrite, given, log, progress, stop, on_iter,
+                      start_time)
+    finally:
+        lock.release()
+
+
+def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_iter, start_time):
+    warn = log
+    changes, resumes = [], []
+    if resume:
+        removed = ckpt.clean_partial(out)
+        if removed:
+            log(f"removed what an interrupted save left in {out}: {', '.join(removed)}")
+        newest = ckpt.list_checkpoints(out)[-1]
+        start, saved = ckpt.find_checkpoint(out, "latest", log=warn)
+        if start.path != newest.path:     # newer ones are damaged: set them aside, visibly
+            for c in ckpt.list_checkpoints(out):
+                if (c.iteration, c.serial) > (start.iteration, start.serial):
+                    os.rename(c.path, c.path.parent / f"damaged-{c.path.name}")
+                    warn(f"warning: moved the damaged checkpoint {c.path} to damaged-{c.path.name}")
+        opts, changes = resume_options(saved.get("train", {}), opts, given)
+        decay = saved.get("train", {}).get("lr_decay_iters")
+        if any(c.startswith("--max-iters") for c in changes) and "lr_decay_iters" not in given \
+                and decay is not None:
+            changes.append(f"(the learning-rate decay still ends at iteration {decay}; "
+                           f"--lr-decay-iters changes that)")
+        resumes = list(saved.get("resumes", []))
+        if changes:
+            resumes.append({"iteration": int(saved["iteration"]), "changed": changes})
+    opts.check()
+    if opts.lr_decay_iters is None:
+        opts.lr_decay_iters = opts.max_iters       # fixed now, so a later --max-iters extends
+    if opts.threads:                               # the run on a defined schedule
         from tensor.kernels import set_num_threads
         set_num_threads(opts.threads)
+    start_iter = int(saved["iteration"]) if resume else 0
+    if resume and opts.max_iters < start_iter:
+        raise ValueError(f"the run in {out} is at iteration {start_iter}; --max-iters "
+                         f"{opts.max_iters} would end before it. Give a larger --max-iters")
+    if not resume:
+        opts.data = data_path(opts.data)
+        check_out_dir(out, overwrite)
 
-    if resume:
-        saved = ckpt.load_config(out)
-        saved_opts = saved.get("train", {})
-        # the run's identity comes from the checkpoint; only the length may be extended
-        keep = {"max_iters": opts.max_iters, "out": opts.out, "threads": opts.threads}
-        opts = TrainOptions(**{**{f.name: saved_opts[f.name] for f in fields(TrainOptions)
-                                  if f.name in saved_opts}, **keep})
-    text = read_text(opts.data)
+    # the data and the model, before anything is written
+    text = load_text(opts.data)
+    checksum = data_checksum(opts.data)
+    if resume and saved.get("data_sha256") not in (None, checksum):
+        raise ValueError(f"the training data {opts.data or 'the bundled Shakespeare'} changed "
+                         f"since this run started (its SHA-256 differs); resuming would train "
+                         f"on other text. Restore the file, or start a new run with another --out")
     if resume:
         from .tokenizer import tokenizer_from_dict
         tokenizer = tokenizer_from_dict(saved["tokenizer"])
+        model_cfg = GPTConfig.from_dict(saved["model"])
     else:
         tokenizer = build_tokenizer(opts.tokenizer, text)
-    model_cfg = (GPTConfig.from_dict(saved["model"]) if resume
-                 else opts.model_config(tokenizer.vocab_size))
-    data = Dataset.from_ids(encode(tokenizer, text), model_cfg.block_size,
-                            source=str(opts.data or "the bundled Shakespeare"))
+        model_cfg = opts.model_config(tokenizer.vocab_size)
+    source = f"--data {opts.data}" if opts.data else "the bundled Shakespeare"
+    data = Dataset.from_ids(encode(tokenizer, text), model_cfg.block_size, source=source)
+    check_memory(model_cfg, opts.batch_size)
 
     tensor.manual_seed(opts.seed)
     if resume:
-        model, _, saved = ckpt.load_model(out)
+        model, _, _ = ckpt.load_model(start.path, which="latest")
     else:
         model = GPT(model_cfg, seed=opts.seed)
     optimizer = optim.AdamW(model.parameters(), lr=opts.lr, betas=(opts.beta1, opts.beta2),
@@ -183,27 +403,43 @@ def train(opts: TrainOptions, resume: bool = False, log=print, progress: bool = 
         if isinstance(m, tensor.nn.Dropout):
             m.generator = dropout_rng
 
-    start_iter, best_val = 0, math.inf
+    # now, and only now, the run directory is written
+    metrics = out / ckpt.METRICS_FILE
+    best_val = math.inf
     if resume:
-        start_iter = int(saved["iteration"])
-        best_val = float(saved.get("best_val_loss", math.inf))
-        rng_states = ckpt.load_training_state(out, optimizer, start_iter)
+        best_val = float(saved.get("best_val_loss") or math.inf)
+        rng_states = ckpt.load_training_state(start.path, optimizer, start_iter)
         batch_rng.bit_generator.state = rng_states["batch"]
         dropout_rng.bit_generator.state = rng_states["dropout"]
-        _truncate_metrics(out / "metrics.csv", start_iter)
-        log(f"resuming from {out} at iteration {start_iter} of {opts.max_iters}")
+        _truncate_metrics(metrics, start_iter)
+        log(f"resuming {start.describe()} toward iteration {opts.max_iters}")
+        if changes:
+            log("changed on resume: " + ", ".join(changes))
+        if start_iter == opts.max_iters:
+            log(f"the run is already complete at iteration {start_iter} of {opts.max_iters}; "
+                f"to train longer, resume with a larger --max-iters")
+            return TrainResult(start_iter, best_val, time.perf_counter() - start_time)
     else:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.csv").write_text(METRICS_HEADER + "\n")
+        lock.acquire()                                     # then check again: another process
+        if overwrite:                                      # may have started in between
+            clear_run(out)
+        elif any(e.name != ckpt.LOCK_FILE for e in os.scandir(out)):
+            raise ValueError(f"--out {out} was written to by another process while this run "
+                             f"was starting; choose another --out")
+        from tensor.io import atomic_write_bytes
+        atomic_write_bytes(metrics, (METRICS_HEADER + "\n").encode())
 
     n_params = model.num_parameters()
     log(f"model: {model_cfg.n_layer} layers, {model_cfg.n_head} heads, {model_cfg.n_embd} dims, "
         f"block {model_cfg.block_size}, vocab {model_cfg.vocab_size} — {n_params / 1e6:.2f}M "
         f"parameters; {len(data.train):,} train / {len(data.val):,} val tokens")
 
-    def save(it):
+    def save(it, val_loss):
         config = {"model": model_cfg.to_dict(), "tokenizer": tokenizer.to_dict(),
-                  "train": asdict(opts), "iteration": it, "best_val_loss": best_val}
+                  "train": asdict(opts), "iteration": it, "val_loss": val_loss,
+                  "best_val_loss": best_val if math.isfinite(best_val) else None,
+                  "data_sha256": checksum, "resumes": resumes}
         ckpt.save_checkpoint(out, model, config, optimizer,
                              {"batch": batch_rng.bit_generator.state,
                               "dropout": dropout_rng.bit_generator.state})
@@ -212,13 +448,17 @@ def train(opts: TrainOptions, resume: bool = False, log=print, progress: bool = 
     T, B = model_cfg.block_size, opts.batch_size
     history, train_time, train_tokens = [], 0.0, 0
     stop_ctx = stop or _Stop()
-    bar = _Progress(opts.max_iters, start_iter, enabled=progress)
+    bar = Progress(opts.max_iters, desc="train", unit="tok", enabled=progress, start=start_iter,
+                   scale=B * T, echo=log)
     interrupted = False
     it = start_iter
-    lr = optim.cosine_lr(it, opts.lr, opts.min_lr, opts.warmup_iters, opts.max_iters)
+
+    def lr_at(it):
+        return optim.cosine_lr(it, opts.lr, opts.min_lr, opts.warmup_iters, opts.lr_decay_iters)
+
     with stop_ctx:
         while True:
-            lr = optim.cosine_lr(it, opts.lr, opts.min_lr, opts.warmup_iters, opts.max_iters)
+            lr = lr_at(it)
             fresh = not (resume and it == start_iter)      # that eval is already in metrics.csv
             if fresh and (it % opts.eval_interval == 0 or it == opts.max_iters):
                 losses = estimate_loss(model, data, opts, T, it)
@@ -227,17 +467,17 @@ def train(opts: TrainOptions, resume: bool = False, log=print, progress: bool = 
                        "lr": lr, "tokens_per_sec": tps,
                        "elapsed_s": time.perf_counter() - start_time}
                 history.append(row)
-                _append_metrics(out / "metrics.csv", row)
+                _append_metrics(metrics, row)
                 best_val = min(best_val, losses["val"])
-                bar.message(f"iter {it}: train loss {losses['train']:.4f}, "
-                            f"val loss {losses['val']:.4f}")
-                save(it)
+                bar.write(f"iter {it}: train loss {losses['train']:.4f}, "
+                          f"val loss {losses['val']:.4f}")
+                save(it, losses["val"])
             if it >= opts.max_iters:
                 break
             if on_iter is not None:
                 on_iter(it, stop_ctx, model)
             if stop_ctx.requested:
-                save(it)
+                save(it, None)
                 interrupted = True
                 break
 
@@ -249,7 +489,9 @@ def train(opts: TrainOptions, resume: bool = False, log=print, progress: bool = 
                 bar.close()
                 raise NonFiniteLoss(
                     f"the loss became {loss_value} at iteration {it}; stopping. The last good "
-                    f"checkpoint in {out} is kept. Try a lower --lr or a smaller --grad-clip.")
+                    f"checkpoint in {out} is kept: continue from it with a lower learning rate, "
+                    f"e.g. `tinygpt train --resume --out {out} --lr {opts.lr / 3:.3g}`, or a "
+                    f"smaller --grad-clip.")
             model.zero_grad()
             loss.backward()
             optim.clip_grad_norm_(params, opts.grad_clip)
@@ -258,12 +500,12 @@ def train(opts: TrainOptions, resume: bool = False, log=print, progress: bool = 
             train_time += time.perf_counter() - t0
             train_tokens += B * T
             it += 1
-            bar.update(it, loss_value, lr, train_tokens / train_time)
+            bar.update(it, loss=f"{loss_value:.4f}", lr=f"{lr:.1e}")
     bar.close()
     wall = time.perf_counter() - start_time
     if interrupted:
-        log(f"interrupted: checkpoint saved at iteration {it} in {out}; continue with "
-            f"`tinygpt train --resume --out {out}`")
+        log(f"interrupted: checkpoint saved at iteration {it} in {out}; continue the same run "
+            f"with `tinygpt train --resume --out {out}`")
     log(f"best val loss {best_val:.4f} · {it} iterations · wall time {wall:.1f} s")
     return TrainResult(it, best_val, wall, interrupted, history)
 
@@ -277,43 +519,13 @@ def _append_metrics(path: Path, row: dict):
 
 def _truncate_metrics(path: Path, last_iter: int):
     """Drop rows written after the checkpoint we resume from (a crash may leave some)."""
-    if not path.exists():
-        path.write_text(METRICS_HEADER + "\n")
-        return
-    lines = path.read_text(encoding="utf-8").splitlines()
-    keep = [lines[0]] + [l for l in lines[1:] if l and int(l.split(",")[0]) <= last_iter]
-    path.write_text("\n".join(keep) + "\n")
-
-
-class _Progress:
-    """A one-line progress bar on stderr: iteration, loss, learning rate, tokens/s."""
-
-    def __init__(self, total: int, start: int, enabled: bool = True):
-        self.total, self.enabled = total, enabled
-        self.tty = enabled and sys.stderr.isatty()
-        self.last_print = 0.0
-        self.start = start
-
-    def update(self, it, loss, lr, tps):
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if not self.tty and now - self.last_print < 10 and it != self.total:
-            return   # in a log file, one line every 10 s is enough
-        self.last_print = now
-        width = 30
-        filled = int(width * it / max(1, self.total))
-        line = (f"[{'#' * filled}{'.' * (width - filled)}] {it}/{self.total}  loss {loss:.4f}  "
-                f"lr {lr:.2e}  {tps:,.0f} tok/s")
-        sys.stderr.write(("\r" + line) if self.tty else (line + "\n"))
-        sys.stderr.flush()
-
-    def message(self, text):
-        if self.enabled:
-            sys.stderr.write(("\r\033[K" if self.tty else "") + text + "\n")
-            sys.stderr.flush()
-
-    def close(self):
-        if self.tty:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+    from tensor.io import atomic_write_bytes
+    keep = [METRICS_HEADER]
+    if path.exists():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines()[1:]:
+            try:
+                if int(line.split(",")[0]) <= last_iter:
+                    keep.append(line)
+            except ValueError:
+                continue                  # a line cut short by a kill
+    atomic_write_bytes(path, ("\n".join(keep) + "\n").encode())
