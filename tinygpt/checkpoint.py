@@ -185,7 +185,13 @@ def _kill_point(step: str) -> None:
         return
     _kill_point.saves = getattr(_kill_point, "saves", 0) + (step == "start")
     number, _, at = spec.partition(":")
-    if int(number) == _kill_point.saves and at == step:
+    if number.isdigit() and int(number) == _kill_point.saves and at == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def kill_point_iteration(it: int) -> None:
+    """Test hook: TINYGPT_TEST_KILL_AT="iter:<n>" kills this process before training step n."""
+    if os.environ.get("TINYGPT_TEST_KILL_AT") == f"iter:{it}":
         os.kill(os.getpid(), signal.SIGKILL)
 
 

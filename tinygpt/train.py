@@ -224,7 +224,7 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
     """A fresh run writes only into a new or empty directory (or, with --overwrite, a run's)."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a directory")
-    if ckpt.is_run_started(out) and not overwrite:
+    if ckpt.is_run_started(out) and not overwrite and not _only_debris(out):
         what = ("a training run" if ckpt.is_checkpoint(out) else "files")
         raise ValueError(f"--out {out} already holds {what}. Continue it with `tinygpt train "
                          f"--resume --out {out}`, choose a new --out, or add --overwrite to "
@@ -234,6 +234,15 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"--out {out}: cannot create it ({parent} is not a writable directory)")
+
+
+def _only_debris(out: Path) -> bool:
+    """A run killed before its first checkpoint completed: a metrics.csv, a lock, an unfinished
+    save. Nothing there can be resumed, so a fresh run may start over it."""
+    names = {e.name for e in os.scandir(out)}
+    return not ckpt.list_checkpoints(out) and all(
+        n in (ckpt.METRICS_FILE, ckpt.LOCK_FILE) or n.startswith(ckpt.PARTIAL_PREFIX)
+        for n in names)
 
 
 OUR_FILES = (ckpt.METRICS_FILE, ckpt.MODEL_FILE, ckpt.OPTIM_FILE, ckpt.RNG_FILE, ckpt.CONFIG_FILE,
@@ -321,9 +330,10 @@ def train(opts: TrainOptions, resume: bool = False, log=print, progress: bool = 
     lock = ckpt.RunLock(out)
     if resume:
         if not ckpt.is_checkpoint(out):
-            raise ckpt.CheckpointError(f"no run to resume in {out} (no checkpoint and no "
-                                       f"{ckpt.CONFIG_FILE}); start one with `tinygpt train "
-                                       f"--out {out}`")
+            why = (": the run was stopped before its first checkpoint was complete"
+                   if out.is_dir() and _only_debris(out) else " (no checkpoint in it)")
+            raise ckpt.CheckpointError(f"no run to resume in {out}{why}; start one with "
+                                       f"`tinygpt train --out {out}`")
         lock.acquire()
     try:
         if resume:
@@ -422,7 +432,7 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
     else:
         out.mkdir(parents=True, exist_ok=True)
         lock.acquire()                                     # then check again: another process
-        if overwrite:                                      # may have started in between
+        if overwrite or _only_debris(out):                 # may have started in between
             clear_run(out)
         elif any(e.name != ckpt.LOCK_FILE for e in os.scandir(out)):
             raise ValueError(f"--out {out} was written to by another process while this run "
@@ -476,6 +486,7 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
                 break
             if on_iter is not None:
                 on_iter(it, stop_ctx, model)
+            ckpt.kill_point_iteration(it)
             if stop_ctx.requested:
                 save(it, None)
                 interrupted = True
