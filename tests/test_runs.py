@@ -376,3 +376,40 @@ def test_progress_prints_plain_lines_when_not_a_terminal(capsys):
     bar.close()
     lines = stream.getvalue().splitlines()
     assert len(lines) == 3 and "\r" not in stream.getvalue() and lines[-1].startswith("x [")
+
+
+# ----------------------------------------------------------------------------------------------
+# Gradient accumulation
+# ----------------------------------------------------------------------------------------------
+def test_grad_accum_sums_micro_batches_into_one_larger_batch():
+    """G micro-batches of B, each backward of loss / G, give the gradient of one batch of G·B
+    (the same sequences): float64, to 1e-12."""
+    from tinygpt.dataset import Dataset
+    from tinygpt.distributed import micro_batches
+    from tinygpt.model import GPT, GPTConfig
+    cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)
+    model = GPT(cfg, dtype=np.float64, seed=3)
+    data = Dataset.from_ids(np.random.default_rng(1).integers(0, 11, 500), block_size=8)
+    G, B = 3, 2
+    micro = micro_batches(np.random.default_rng(7), lambda r: data.batch("train", B, 8, r), G)
+    model.zero_grad()
+    for x, y in micro:
+        (model(x, y)[1] * (1.0 / G)).backward()
+    accumulated = {n: p.grad.copy() for n, p in model.named_parameters()}
+    model.zero_grad()
+    x = np.concatenate([m[0] for m in micro])
+    y = np.concatenate([m[1] for m in micro])
+    model(x, y)[1].backward()
+    for n, p in model.named_parameters():
+        np.testing.assert_allclose(accumulated[n], p.grad, rtol=1e-12, atol=1e-15, err_msg=n)
+    # and the loop draws exactly those micro-batches: one batch of G·B from the same seed
+    big = data.batch("train", G * B, 8, np.random.default_rng(7))
+    np.testing.assert_array_equal(big[0], x)
+
+
+def test_grad_accum_trains_and_is_fixed_on_resume(tmp_path):
+    out = tmp_path / "run"
+    run_tiny(out, max_iters=4, grad_accum=2)
+    assert ckpt.find_checkpoint(out, "latest")[1]["train"]["grad_accum"] == 2
+    r = CliRunner().invoke(train_cmd, ["--resume", "--out", str(out), "--grad-accum", "3"])
+    assert r.exit_code == 1 and "--grad-accum" in r.output

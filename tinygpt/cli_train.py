@@ -20,7 +20,11 @@ from .model import PRESETS
 @click.option("--dropout", type=Number(0, 1, max_open=True), help="Dropout probability.")
 @click.option("--bias/--no-bias", default=None,
               help="Biases in the Linear and LayerNorm layers (default: the preset's).")
-@click.option("--batch-size", type=POSITIVE, default=12, show_default=True)
+@click.option("--batch-size", type=POSITIVE, default=12, show_default=True,
+              help="Sequences per micro-batch.")
+@click.option("--grad-accum", type=POSITIVE, default=1, show_default=True,
+              help="Micro-batches whose gradients are summed into one step: the effective "
+                   "batch is --batch-size x --grad-accum, in the memory of one micro-batch.")
 @click.option("--max-iters", type=POSITIVE, default=2000, show_default=True,
               help="Iterations in all (with --resume: train on to this iteration).")
 @click.option("--lr", type=Number(0, min_open=True), default=1e-3, show_default=True,

@@ -28,6 +28,7 @@ from tensor import optim
 
 from . import checkpoint as ckpt
 from .dataset import Dataset, read_text
+from .distributed import micro_batches
 from .model import GPT, GPTConfig, PRESETS
 from .progress import Progress
 
@@ -44,6 +45,7 @@ class TrainOptions:
     dropout: float | None = None
     bias: bool | None = None          # biases in Linear and LayerNorm (None: the preset's)
     batch_size: int = 12
+    grad_accum: int = 1               # micro-batches of batch_size summed into one step
     max_iters: int = 2000
     lr: float = 1e-3
     min_lr: float = 1e-4
@@ -78,7 +80,7 @@ class TrainOptions:
         """Every option in range, before anything is read or written."""
         def opt(name):
             return "--" + name.replace("_", "-")
-        for name in ("batch_size", "max_iters", "eval_interval", "eval_iters"):
+        for name in ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{opt(name)} must be at least 1, got {getattr(self, name)}")
         for name in ("n_layer", "n_head", "n_embd", "block_size", "threads", "lr_decay_iters"):
@@ -108,7 +110,7 @@ class TrainOptions:
 RESUME_CHANGEABLE = ("max_iters", "lr", "min_lr", "warmup_iters", "lr_decay_iters",
                      "weight_decay", "grad_clip", "eval_interval", "eval_iters", "threads")
 RESUME_FIXED = ("preset", "n_layer", "n_head", "n_embd", "block_size", "dropout", "bias",
-                "batch_size", "seed", "data", "tokenizer", "beta1", "beta2")
+                "batch_size", "grad_accum", "seed", "data", "tokenizer", "beta1", "beta2")
 
 
 def build_tokenizer(kind: str, text: str):
@@ -183,7 +185,7 @@ def load_text(data: str | None) -> str:
     return text
 
 
-def estimate_memory(cfg: GPTConfig, batch_size: int) -> int:
+def estimate_memory(cfg: GPTConfig, batch_size: int) -> int:   # batch_size: one micro-batch
     """Bytes a training step needs, roughly, from the config alone (float32).
 
     Parameters: weights, gradients and AdamW's two moments, 4 floats each. Activations kept for
@@ -455,11 +457,13 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
                               "dropout": dropout_rng.bit_generator.state})
 
     params = model.parameters()
-    T, B = model_cfg.block_size, opts.batch_size
+    T, B, G = model_cfg.block_size, opts.batch_size, opts.grad_accum
+    def draw(rng):
+        return data.batch("train", B, T, rng)
     history, train_time, train_tokens = [], 0.0, 0
     stop_ctx = stop or _Stop()
     bar = Progress(opts.max_iters, desc="train", unit="tok", enabled=progress, start=start_iter,
-                   scale=B * T, echo=log)
+                   scale=B * T * G, echo=log)
     interrupted = False
     it = start_iter
 
@@ -493,9 +497,14 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
                 break
 
             t0 = time.perf_counter()
-            x, y = data.batch("train", B, T, batch_rng)
-            _, loss = model(x, y)
-            loss_value = loss.item()
+            # --grad-accum G: the gradients of G micro-batches, each of the mean loss / G, add
+            # up to the gradient of one batch G times larger (tests/test_runs.py checks it)
+            model.zero_grad()
+            loss_value = 0.0
+            for x, y in micro_batches(batch_rng, draw, G):
+                _, loss = model(x, y)
+                loss_value += loss.item() / G
+                (loss * (1.0 / G) if G > 1 else loss).backward()
             if not math.isfinite(loss_value):
                 bar.close()
                 raise NonFiniteLoss(
@@ -503,13 +512,11 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
                     f"checkpoint in {out} is kept: continue from it with a lower learning rate, "
                     f"e.g. `tinygpt train --resume --out {out} --lr {opts.lr / 3:.3g}`, or a "
                     f"smaller --grad-clip.")
-            model.zero_grad()
-            loss.backward()
             optim.clip_grad_norm_(params, opts.grad_clip)
             optimizer.lr = lr
             optimizer.step()
             train_time += time.perf_counter() - t0
-            train_tokens += B * T
+            train_tokens += B * T * G
             it += 1
             bar.update(it, loss=f"{loss_value:.4f}", lr=f"{lr:.1e}")
     bar.close()
