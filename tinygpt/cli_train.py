@@ -10,9 +10,16 @@ from .cli_common import Number, POSITIVE, SEED, threads_option
 from .model import PRESETS
 
 
-@click.command()
+def _presets_epilog() -> str:
+    from .train import describe_presets
+    return "\b\nPresets (each sets the model and its training recipe; options override):\n" + \
+        describe_presets()
+
+
+@click.command(epilog=_presets_epilog())
 @click.option("--preset", type=click.Choice(list(PRESETS)), default="baby", show_default=True,
-              help="Model size to start from; the options below override its fields.")
+              help="Model and training recipe to start from (listed below); the options "
+                   "override its values.")
 @click.option("--n-layer", type=POSITIVE, help="Transformer blocks.")
 @click.option("--n-head", type=POSITIVE, help="Attention heads per block.")
 @click.option("--n-embd", type=POSITIVE, help="Embedding width (divisible by n-head).")
@@ -49,6 +56,11 @@ from .model import PRESETS
               help="A UTF-8 text file to train on (default: the bundled tiny Shakespeare).")
 @click.option("--tokenizer", type=click.Choice(["char", "gpt2"]), default="char",
               show_default=True, help="Characters, or GPT-2's byte-level BPE.")
+@click.option("--init-from", metavar="NAME|DIR",
+              help="Fine-tune: start from gpt2, gpt2-medium, gpt2-large, gpt2-xl, a Hugging Face "
+                   "GPT-2 directory or a training run (its best checkpoint). Its architecture "
+                   "and tokenizer are kept; --block-size may shorten the context, --dropout "
+                   "may change (default 0); the optimizer starts fresh.")
 @threads_option
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out with its saved options; --max-iters, --lr, "

@@ -236,6 +236,22 @@ class GPT(nn.Module):
             loss = F.cross_entropy(logits, targets, ignore_index=-1)
         return logits, loss
 
+    def crop_block_size(self, block_size: int) -> None:
+        """Shorten the context (e.g. to fine-tune GPT-2 on 256 tokens instead of 1024): keep the
+        first block_size rows of the position table. Nothing else depends on the length."""
+        if not 1 <= block_size <= self.config.block_size:
+            raise ValueError(f"crop_block_size: {block_size} is not in 1..{self.config.block_size}"
+                             f" (a context can only be shortened)")
+        self.wpe.weight.data = self.wpe.weight.data[:block_size].copy()      # (block_size, C)
+        self.config = GPTConfig(**{**self.config.to_dict(), "block_size": block_size})
+
+    def set_dropout(self, p: float) -> None:
+        """Every dropout layer to probability p (e.g. 0 to fine-tune, as nanoGPT does)."""
+        self.config = GPTConfig(**{**self.config.to_dict(), "dropout": p})
+        for _, m in self.named_modules():
+            if isinstance(m, nn.Dropout):
+                m.p = p
+
     def num_parameters(self, non_embedding: bool = False) -> int:
         n = super().num_parameters()
         return n - self.wpe.weight.size if non_embedding else n

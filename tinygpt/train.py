@@ -61,6 +61,7 @@ class TrainOptions:
     out: str = "out"
     data: str | None = None           # None: the bundled tiny Shakespeare
     tokenizer: str = "char"           # "char" or "gpt2"
+    init_from: str | None = None      # start from these weights: a GPT-2 name, HF dir or run
     threads: int | None = None
 
     def model_config(self, vocab_size: int) -> GPTConfig:
@@ -104,13 +105,60 @@ class TrainOptions:
             raise ValueError(f"unknown --preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
 
 
+# Each preset's recipe: what `--preset NAME` sets besides the architecture (tinygpt/model.py's
+# PRESETS), unless given on the command line. "time" is rough, for a 2-core laptop-class CPU at
+# the measured tokens/s of each size (README's performance table).
+RECIPES = {
+    "baby": dict(batch_size=12, max_iters=2000, lr=1e-3, min_lr=1e-4, warmup_iters=100,
+                 beta2=0.99, eval_interval=250, eval_iters=20, tokenizer="char",
+                 time="~2 min on 2 cores"),
+    # nanoGPT's train_shakespeare_char.py, as published (a GPU recipe)
+    "shakespeare-char": dict(batch_size=64, max_iters=5000, lr=1e-3, min_lr=1e-4,
+                             warmup_iters=100, beta2=0.99, eval_interval=250, eval_iters=200,
+                             tokenizer="char", time="~16 h on 2 cores"),
+}
+# GPT-2 from scratch: nanoGPT's train_gpt2.py (batch 12 x 40 accumulated, 600k iterations) --
+# far beyond a CPU, listed so the presets mean the same as there; fine-tune them instead
+# (--init-from gpt2).
+for _name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"):
+    RECIPES[_name] = dict(batch_size=12, grad_accum=40, max_iters=600_000, lr=6e-4, min_lr=6e-5,
+                          warmup_iters=2000, beta2=0.95, eval_interval=1000, eval_iters=200,
+                          tokenizer="gpt2", time="years on 2 cores")
+
+
+def apply_recipe(opts: TrainOptions, given: set) -> None:
+    """Set the preset's recipe on every option not given explicitly."""
+    for name, value in RECIPES.get(opts.preset, {}).items():
+        if name != "time" and name not in given:
+            setattr(opts, name, value)
+
+
+def describe_presets() -> str:
+    """The --help text: what each preset sets and how long it takes, two lines each."""
+    from .params import count_parameters
+    lines = []
+    for name, arch in PRESETS.items():
+        r = RECIPES[name]
+        vocab = arch.get("vocab_size", 65 if r["tokenizer"] == "char" else 50257)
+        n = count_parameters(GPTConfig(**{**arch, "vocab_size": vocab}))
+        accum = f" x {r['grad_accum']}" if r.get("grad_accum", 1) > 1 else ""
+        drop = f", dropout {arch['dropout']:g}" if arch.get("dropout") else ""
+        lines.append(f"{name}: {arch['n_layer']} layers x {arch['n_embd']} dims, "
+                     f"{arch['n_head']} heads, block {arch['block_size']}, "
+                     f"{n / 1e6:.1f}M params")
+        lines.append(f"  {r['tokenizer']} tokens{drop}, batch {r['batch_size']}{accum}, "
+                     f"{r['max_iters']:,} iters, lr {r['lr']:g}: {r['time']}")
+    return "\n".join(lines)
+
+
 # What may change when a run is resumed: the schedule and how long it runs. Everything else
 # defines the run (its model, its data, its batches): changing it would silently make a
 # different run under the same name, so it is refused.
 RESUME_CHANGEABLE = ("max_iters", "lr", "min_lr", "warmup_iters", "lr_decay_iters",
                      "weight_decay", "grad_clip", "eval_interval", "eval_iters", "threads")
 RESUME_FIXED = ("preset", "n_layer", "n_head", "n_embd", "block_size", "dropout", "bias",
-                "batch_size", "grad_accum", "seed", "data", "tokenizer", "beta1", "beta2")
+                "batch_size", "grad_accum", "seed", "data", "tokenizer", "beta1", "beta2",
+                "init_from")
 
 
 def build_tokenizer(kind: str, text: str):
@@ -263,6 +311,44 @@ def clear_run(out: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# Fine-tuning: --init-from
+# ----------------------------------------------------------------------------------------------
+def init_from(opts: TrainOptions, given: set, log):
+    """(model in train mode, tokenizer) to fine-tune: the weights of a released GPT-2, a Hugging
+    Face directory or a training run (its best checkpoint). The architecture and tokenizer come
+    with the weights; --block-size may shorten the context (the position table is cropped) and
+    --dropout may change (default 0, as nanoGPT fine-tunes). The optimizer starts fresh."""
+    from .loading import LoadError, load_model
+    fixed = sorted(given & {"preset", "n_layer", "n_head", "n_embd", "bias"})
+    if fixed:
+        raise ValueError(f"--init-from {opts.init_from} brings its own architecture: drop "
+                         + ", ".join("--" + f.replace("_", "-") for f in fixed))
+    try:
+        model, tokenizer, description = load_model(opts.init_from, log=log)
+    except LoadError as e:
+        raise ValueError(f"--init-from: {e}") from None
+    kind = "char" if getattr(tokenizer, "eot_token", None) is None else "gpt2"
+    if "tokenizer" in given and opts.tokenizer != kind:
+        raise ValueError(f"--tokenizer {opts.tokenizer} disagrees with --init-from "
+                         f"{opts.init_from}, whose tokenizer is {kind}: drop --tokenizer")
+    opts.tokenizer = kind
+    log(f"starting from {description}")
+    full = model.config.block_size
+    if opts.block_size is not None and opts.block_size != full:
+        if opts.block_size > full:
+            raise ValueError(f"--block-size {opts.block_size} is longer than the context of "
+                             f"--init-from {opts.init_from} ({full} positions)")
+        model.crop_block_size(opts.block_size)
+        log(f"context cropped from {full} to {opts.block_size} positions (--block-size)")
+    model.set_dropout(opts.dropout if opts.dropout is not None else 0.0)
+    opts.n_layer, opts.n_head, opts.n_embd = (model.config.n_layer, model.config.n_head,
+                                              model.config.n_embd)
+    opts.block_size, opts.dropout, opts.bias = (model.config.block_size, model.config.dropout,
+                                                model.config.bias)
+    return model.train(), tokenizer
+
+
+# ----------------------------------------------------------------------------------------------
 # Resume: the saved plan, and what the command line may change in it
 # ----------------------------------------------------------------------------------------------
 def resume_options(saved: dict, opts: TrainOptions, given: set) -> tuple[TrainOptions, list]:
@@ -381,7 +467,10 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
         raise ValueError(f"the run in {out} is at iteration {start_iter}; --max-iters "
                          f"{opts.max_iters} would end before it. Give a larger --max-iters")
     if not resume:
+        apply_recipe(opts, given)
         opts.data = data_path(opts.data)
+        if opts.init_from and os.path.isdir(opts.init_from):
+            opts.init_from = str(Path(opts.init_from).resolve())
         check_out_dir(out, overwrite)
 
     # the data and the model, before anything is written
@@ -391,10 +480,14 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
         raise ValueError(f"the training data {opts.data or 'the bundled Shakespeare'} changed "
                          f"since this run started (its SHA-256 differs); resuming would train "
                          f"on other text. Restore the file, or start a new run with another --out")
+    pretrained = None
     if resume:
         from .tokenizer import tokenizer_from_dict
         tokenizer = tokenizer_from_dict(saved["tokenizer"])
         model_cfg = GPTConfig.from_dict(saved["model"])
+    elif opts.init_from:
+        pretrained, tokenizer = init_from(opts, given, log)
+        model_cfg = pretrained.config
     else:
         tokenizer = build_tokenizer(opts.tokenizer, text)
         model_cfg = opts.model_config(tokenizer.vocab_size)
@@ -405,6 +498,8 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
     tensor.manual_seed(opts.seed)
     if resume:
         model, _, _ = ckpt.load_model(start.path, which="latest")
+    elif pretrained is not None:
+        model = pretrained
     else:
         model = GPT(model_cfg, seed=opts.seed)
     optimizer = optim.AdamW(model.parameters(), lr=opts.lr, betas=(opts.beta1, opts.beta2),
