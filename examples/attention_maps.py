@@ -24,8 +24,9 @@ import sys
 
 import numpy as np
 
-from tinygpt.inspect import (attention_maps, check_layer_head, encode, heatmap, load_any,
-                             save_attention_png, token_labels)
+from tinygpt.inspect import (attention_maps, check_layer_head, encode, figure_path_problem,
+                             heatmap, save_attention_png, token_labels)
+from tinygpt.loading import LoadError, load_model
 
 
 def induction_targets(ids) -> list:
@@ -65,12 +66,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     try:
-        model, tok = load_any(args.model)
+        problem = figure_path_problem(args.png) if args.png else None   # before the slow load
+        if problem:
+            raise ValueError(f"--png {problem}")
+        model, tok, _ = load_model(args.model)
         layer, head = check_layer_head(model.config, args.layer, args.head)
-    except (ValueError, RuntimeError) as e:
+        ids = encode(tok, args.prompt)[-model.config.block_size:]
+    except (LoadError, ValueError, KeyError, RuntimeError) as e:   # RuntimeError: no matplotlib
         print(f"error: {e}", file=sys.stderr)
         return 1
-    ids = encode(tok, args.prompt)[-model.config.block_size:]
     labels = token_labels(tok, ids)
     maps = attention_maps(model, ids)                 # n_layer arrays of (n_head, T, T)
     print(f"{len(ids)} tokens: {' '.join(labels)}")

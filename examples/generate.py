@@ -6,10 +6,10 @@
 
 What happens, in four lines of API:
 
-    model, tok = load_pretrained("gpt2")          # weights + tokenizer (tinygpt/pretrained.py)
-    ids = tok.encode(prompt)                      # text -> token ids
+    model, tok, _ = load_model("gpt2")            # weights + tokenizer (tinygpt/loading.py)
+    ids = encode_prompt(tok, prompt)              # text -> token ids
     for t in generate(model, ids, 40, ...):       # one forward pass per new token, KV cache
-        print(tok.decode([t]), end="")            # ids -> text
+        print(stream.feed(t), end="")             # TextStream: ids -> whole characters
 
 Each step the model gives 50,257 logits for the next token; `sample_next` turns them into
 probabilities (softmax of logits / temperature), keeps the top-k, and draws one. The example
@@ -22,9 +22,9 @@ import sys
 import numpy as np
 
 import tensor
-from tinygpt.cli_pretrained import TextStream
-from tinygpt.generate import generate
-from tinygpt.inspect import encode, load_any, token_labels
+from tinygpt.generate import TextStream, encode_prompt, generate
+from tinygpt.inspect import token_labels
+from tinygpt.loading import LoadError, load_model
 
 
 def main(argv=None):
@@ -40,16 +40,16 @@ def main(argv=None):
     parser.add_argument("--fast", action="store_true", help="a few tokens only (for tests)")
     args = parser.parse_args(argv)
 
-    # load_any = tinygpt.pretrained.load_pretrained for a name or a Hugging Face directory,
-    # tinygpt.checkpoint.load_model for a directory written by `tinygpt train`
+    # load_model reads a name or a Hugging Face directory with tinygpt/pretrained.py, and a
+    # `tinygpt train` run (its best checkpoint) with tinygpt/checkpoint.py
     try:
-        model, tok = load_any(args.model)
-    except (ValueError, RuntimeError) as e:   # PretrainedError, CheckpointError: say what to do
+        model, tok, description = load_model(args.model)
+        ids = encode_prompt(tok, args.prompt)
+    except (LoadError, ValueError, KeyError) as e:   # the message says what to do
         print(f"error: {e}", file=sys.stderr)
         return 1
-    ids = encode(tok, args.prompt)
     cfg = model.config
-    print(f"{args.model}: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, "
+    print(f"{description}: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, "
           f"{model.num_parameters():,} parameters")
     print(f"prompt: {len(ids)} tokens {ids}")
 
@@ -67,7 +67,7 @@ def main(argv=None):
     print("\n" + args.prompt, end="", flush=True)
     new, stream = [], TextStream(tok)   # holds back half a UTF-8 character until it is whole
     for t in generate(model, ids, n, temperature=args.temperature, top_k=args.top_k,
-                      seed=args.seed):
+                      seed=args.seed, vocab_size=tok.vocab_size):
         new.append(t)
         print(stream.feed(t), end="", flush=True)                   # stream as it comes
     print(stream.flush() + f"\n\n[{len(new)} new tokens]")

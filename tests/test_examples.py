@@ -95,6 +95,17 @@ def test_attention_maps_png(tmp_path, hf_dir):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_attention_maps_checks_the_png_path_before_loading(tmp_path):
+    pytest.importorskip("matplotlib", reason="the check asks matplotlib which formats it writes")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, str(EXAMPLES / "attention_maps.py"), "--fast",
+                           "--model", str(tmp_path / "missing"), "--png",
+                           str(tmp_path / "nodir" / "att.png")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "--png" in done.stderr and "nodir" in done.stderr      # the path, not the model
+
+
 def test_every_example_is_tested_documented_and_has_a_fast_mode():
     tested = {name[len("test_"):].split("_from")[0] for name in globals() if name.startswith("test_")}
     for script in sorted(EXAMPLES.glob("*.py")):

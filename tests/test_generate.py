@@ -207,3 +207,18 @@ def test_top_p_keeps_the_smallest_head_reaching_p(top_p):
     f = frequencies(LOGITS, top_p=top_p)
     assert np.all(f[k:] == 0)
     assert np.all(np.abs(f[:k] - kept) <= 5 * np.sqrt(kept * (1 - kept) / N_DRAWS) + 1e-12)
+
+
+def test_vocab_size_keeps_padded_embedding_rows_out_of_the_samples(model, ids):
+    """A model whose embedding table is padded past its tokenizer: ids at or past vocab_size
+    are no tokens and must never come out (oracle: greedy over the first vocab_size logits)."""
+    limit = 50
+    assert any(t >= limit for t in greedy_oracle(model, ids, 12))       # else this proves nothing
+    want, ctx = [], list(ids)
+    for _ in range(12):
+        nxt = int(np.argmax(full_logits(model, ctx[-model.config.block_size:])[-1][:limit]))
+        want.append(nxt)
+        ctx.append(nxt)
+    assert list(generate(model, ids, 12, temperature=0, vocab_size=limit)) == want
+    sampled = list(generate(model, ids, 200, temperature=2.0, seed=0, vocab_size=limit))
+    assert max(sampled) < limit

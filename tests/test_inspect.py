@@ -302,3 +302,10 @@ def test_plot_rejects_a_csv_of_another_kind(tmp_path):
     result = CliRunner().invoke(main, ["plot", "--out", str(tmp_path)])
     assert result.exit_code == 1
     assert "val_loss" in result.output
+
+
+def test_token_labels_of_an_id_past_the_tokenizer():
+    """A padded embedding row (no token) can rank in the top-k of a small model: it gets a
+    label, not a crash."""
+    tok = CharTokenizer.from_text("ab")
+    assert token_labels(tok, [0, 5]) == ["a", "<no token 5>"]

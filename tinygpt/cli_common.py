@@ -3,6 +3,7 @@ everywhere: click names the option and the value, and the command never starts."
 from __future__ import annotations
 
 import math
+import time
 
 import click
 
@@ -132,22 +133,21 @@ def pick_prompt(prompt_arg, prompt_opt) -> str:
 def stream_samples(model, tok, prompt: str, num_samples: int, max_new_tokens: int,
                    temperature: float, top_k: int, top_p, seed, stop_at_eot: bool) -> None:
     """Print num_samples continuations of prompt, token by token, whole characters only
-    (TextStream), samples separated by a line of dashes; the speed goes to stderr."""
-    import time
-    from .generate import TextStream, encode_prompt, prompt_text
+    (TextStream), samples separated by a line of dashes; the speed goes to stderr. Ctrl-C
+    stops, keeping what was printed."""
+    from . import generate as gen                # looked up at call time (tests replace it)
     try:
-        text = prompt_text(tok, prompt)
-        ids = encode_prompt(tok, text)
+        text = gen.prompt_text(tok, prompt)
+        ids = gen.encode_prompt(tok, text)
     except (ValueError, KeyError) as e:   # an empty prompt, a character the vocabulary lacks
         raise click.ClickException(f"cannot use the prompt: {e}") from None
-    from . import generate as gen
     stop = getattr(tok, "eot_token", None) if stop_at_eot else None
     for n in range(num_samples):
         if n:
             click.echo("-" * 40)
-        stream = TextStream(tok)
+        stream = gen.TextStream(tok)
         click.echo(text, nl=False)
-        t0, count = time.perf_counter(), 0
+        t0, count, interrupted = time.perf_counter(), 0, False
         try:
             for token in gen.generate(model, ids, max_new_tokens, temperature, top_k or None,
                                       top_p, seed=None if seed is None else seed + n,
@@ -157,11 +157,13 @@ def stream_samples(model, tok, prompt: str, num_samples: int, max_new_tokens: in
                     break
                 click.echo(stream.feed(token), nl=False)    # click.echo flushes: text streams
         except KeyboardInterrupt:
-            pass                                             # Ctrl-C: keep what was printed
+            interrupted = True
         click.echo(stream.flush())
         seconds = time.perf_counter() - t0
         click.echo(f"[{count} tokens in {seconds:.1f} s, {count / max(seconds, 1e-9):.1f} "
                    f"tokens/s]", err=True)
+        if interrupted:
+            return
 
 
 # ----------------------------------------------------------------------------------------------

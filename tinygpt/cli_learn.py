@@ -2,7 +2,7 @@
 
     tinygpt inspect --model gpt2 "The cat sat on the"          # tokens → embeddings → blocks → next token
     tinygpt inspect --model out --layer 2 --head 1 --png att.png "ROMEO:"
-    tinygpt plot --out out                                       # out/metrics.csv → out/loss.png
+    tinygpt plot --model out                                     # out/metrics.csv → out/loss.png
 
 The work is done in tinygpt/inspect.py; PNGs need the optional extra `plot` (matplotlib).
 """
@@ -14,8 +14,12 @@ from pathlib import Path
 
 import click
 
-_MODEL_HELP = ("gpt2, gpt2-medium, gpt2-large or gpt2-xl (downloaded once into the Hugging Face "
-               "cache), a local Hugging Face GPT-2 directory, or a `tinygpt train` --out directory.")
+from .cli_common import (MODEL_HELP, check_image_path, checkpoint_option, load_for_command,
+                         pick_alias, run_option, set_threads, threads_option)
+
+_PNG_HELP = ("Also save every head of --layer as heat maps in this image (.png; any format "
+             "matplotlib writes, such as .svg or .pdf; needs matplotlib: "
+             'pip install "tinygpt[plot]").')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -23,17 +27,17 @@ _MODEL_HELP = ("gpt2, gpt2-medium, gpt2-large or gpt2-xl (downloaded once into t
 # ----------------------------------------------------------------------------------------------
 @click.command()
 @click.argument("prompt")
-@click.option("--model", "model_name", default="gpt2", show_default=True, help=_MODEL_HELP)
+@click.option("--model", "model_name", default="gpt2", show_default=True, help=MODEL_HELP)
 @click.option("--layer", type=int, default=0, show_default=True,
               help="Which block's attention to show (0 is the first, -1 the last).")
 @click.option("--head", type=int, default=0, show_default=True,
               help="Which head of that block to draw in the terminal.")
 @click.option("--top-k", "top_k", type=click.IntRange(1), default=10, show_default=True,
               help="How many likeliest next tokens to list.")
-@click.option("--png", type=click.Path(dir_okay=False),
-              help="Also save every head of --layer as heat maps in this PNG (needs matplotlib: "
-                   'pip install "tinygpt[plot]").')
-def inspect_cmd(prompt, model_name, layer, head, top_k, png):
+@click.option("--png", type=click.Path(dir_okay=False), callback=check_image_path, help=_PNG_HELP)
+@checkpoint_option
+@threads_option
+def inspect_cmd(prompt, model_name, layer, head, top_k, png, which, threads):
     """Follow PROMPT through the model: its tokens, their embeddings, the shapes in each block,
     the attention weights of one head as a heat map, and the likeliest next tokens.
 
@@ -41,22 +45,19 @@ def inspect_cmd(prompt, model_name, layer, head, top_k, png):
       tinygpt inspect --model gpt2 "The cat sat on the"
       tinygpt inspect --model out --layer -1 --head 2 "ROMEO:"
     """
-    from .checkpoint import CheckpointError
-    from .inspect import (PlotUnavailable, check_layer_head, encode, load_any, report,
+    from .inspect import (PlotUnavailable, check_layer_head, encode, report, require_matplotlib,
                           save_attention_png, token_labels, trace)
-    from .pretrained import PretrainedError
     if png:                                   # fail before the (slow) model load, not after
         try:
-            from .inspect import require_matplotlib
             require_matplotlib()
         except PlotUnavailable as e:
             raise click.ClickException(str(e)) from None
-    click.echo(f"loading {model_name} ...", err=True)
+    set_threads(threads)
+    model, tok = load_for_command(model_name, which)
     try:
-        model, tok = load_any(model_name)
         layer, head = check_layer_head(model.config, layer, head)
         ids = encode(tok, prompt)
-    except (PretrainedError, CheckpointError, ValueError, KeyError) as e:
+    except (ValueError, KeyError) as e:
         raise click.ClickException(str(e)) from None
     block = model.config.block_size
     if len(ids) > block:
@@ -66,8 +67,11 @@ def inspect_cmd(prompt, model_name, layer, head, top_k, png):
     click.echo(report(model, tok, ids, layer, head, top_k))
     if png:
         maps = trace(model, ids).layers[layer].attention
-        path = save_attention_png(maps, token_labels(tok, ids), png,
-                                  title=f"{model_name}: attention of layer {layer}")
+        try:
+            path = save_attention_png(maps, token_labels(tok, ids), png,
+                                      title=f"{model_name}: attention of layer {layer}")
+        except OSError as e:
+            raise click.ClickException(f"cannot write --png {png}: {e.strerror or e}") from None
         click.echo(f"\nsaved the {model.config.n_head} heads of layer {layer} to {path}")
 
 
@@ -78,9 +82,16 @@ def read_metrics(path: Path) -> dict:
     """metrics.csv (written by `tinygpt train`) as columns: {"iter": [...], "train_loss": [...]...}."""
     if not path.exists():
         raise click.ClickException(f"{path} not found: `tinygpt train --out {path.parent}` writes "
-                                   f"it; is --out the directory you trained into?")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+                                   f"it; is --model the run directory you trained into?")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except UnicodeDecodeError as e:
+        raise click.ClickException(f"{path} is not UTF-8 text (byte {e.object[e.start]:#04x} at "
+                                   f"offset {e.start}); is it a metrics.csv written by "
+                                   f"`tinygpt train`?") from None
+    except (OSError, csv.Error) as e:
+        raise click.ClickException(f"cannot read {path}: {e}") from None
     needed = ("iter", "train_loss", "val_loss")
     if rows and not all(k in rows[0] for k in needed):
         raise click.ClickException(f"{path} has columns {list(rows[0])}; expected at least "
@@ -96,15 +107,19 @@ def read_metrics(path: Path) -> dict:
 
 
 @click.command()
-@click.option("--out", type=click.Path(file_okay=False), default="out", show_default=True,
-              help="The directory `tinygpt train` wrote (it holds metrics.csv).")
-@click.option("--png", type=click.Path(dir_okay=False),
-              help="Where to save the plot (default: OUT/loss.png).")
-def plot_cmd(out, png):
-    """Plot the train and val loss curves of a training run (OUT/metrics.csv) to a PNG.
+@run_option(help="The run directory `tinygpt train --out` wrote (it holds metrics.csv).")
+@click.option("--png", type=click.Path(dir_okay=False), callback=check_image_path,
+              help="Where to save the plot (default: RUN/loss.png); .png, or any format "
+                   "matplotlib writes, such as .svg or .pdf.")
+@threads_option
+@click.pass_context
+def plot_cmd(ctx, model_name, out_alias, png, threads):
+    """Plot the train and val loss curves of a training run (RUN/metrics.csv) to a PNG.
 
     Needs matplotlib: pip install "tinygpt[plot]".
     """
+    out = pick_alias(ctx, model_name, out_alias)
+    set_threads(threads)
     from .inspect import PlotUnavailable, require_matplotlib
     path = Path(out) / "metrics.csv"
     m = read_metrics(path)
@@ -129,7 +144,10 @@ def plot_cmd(out, png):
     ax.grid(alpha=0.3)
     ax.legend()
     target = Path(png) if png else Path(out) / "loss.png"
-    fig.savefig(target, dpi=110)
+    try:
+        fig.savefig(target, dpi=110)
+    except OSError as e:
+        raise click.ClickException(f"cannot write {target}: {e.strerror or e}") from None
     click.echo(f"saved {target}")
     if not all(math.isfinite(v) for v in m["train_loss"] + m["val_loss"]):
         click.echo("note: some losses are not finite (inf/nan); they are not drawn", err=True)

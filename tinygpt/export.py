@@ -1,6 +1,6 @@
 """A tinygpt training checkpoint -> a Hugging Face GPT-2 directory, for PyTorch and its tooling.
 
-    tinygpt export --out out --to my-gpt2
+    tinygpt export --model out --to my-gpt2
     >>> transformers.GPT2LMHeadModel.from_pretrained("my-gpt2")
 
 writes into my-gpt2/
@@ -71,33 +71,59 @@ def hf_tensors(model) -> dict[str, np.ndarray]:
     return tensors
 
 
-def export_hf(checkpoint_dir, hf_dir, overwrite: bool = False) -> list[str]:
-    """Write the checkpoint in checkpoint_dir as a Hugging Face GPT-2 directory hf_dir.
+def export_hf(checkpoint_dir, hf_dir, overwrite: bool = False, which: str = "best",
+              log=None) -> list[str]:
+    """Write a checkpoint of the training run in checkpoint_dir (`which`: its "best" or
+    "latest") as a Hugging Face GPT-2 directory hf_dir. log(line) hears which checkpoint was
+    taken. Returns lines describing what was written (the command prints them).
 
-    Returns lines describing what was written (the command prints them).
-    """
-    from .bpe import GPT2Tokenizer
-    from .checkpoint import CheckpointError, load_model
+    Everything that can be checked is checked before a byte is written: the destination, then
+    the checkpoint (loaded in full). A write that fails half-way removes what it wrote."""
+    from .checkpoint import is_checkpoint
+    from .loading import LoadError, load_model
     src, dst = Path(checkpoint_dir), Path(hf_dir)
     _check_destination(src, dst, overwrite)
+    if not is_checkpoint(src):
+        raise ExportError(f"{src} is not a training run (no config.json written by `tinygpt "
+                          f"train`); train first with `tinygpt train --out {src}`")
     try:
-        model, tok, _ = load_model(src)
-    except (CheckpointError, KeyError, ValueError) as e:
+        model, tok, description = load_model(src, which=which, log=log)
+    except LoadError as e:
         raise ExportError(str(e)) from None
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in EXPORT_FILES:            # --overwrite: no stale file from an earlier export
-        (dst / name).unlink(missing_ok=True)
+    if log is not None:
+        log(f"exporting {description}")
+    created = not dst.exists()
+    written = []
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in EXPORT_FILES:            # --overwrite: no stale file from an earlier export
+            (dst / name).unlink(missing_ok=True)
+        lines = _write(model, tok, dst, written)
+    except OSError as e:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if created and dst.is_dir() and not any(dst.iterdir()):
+            dst.rmdir()
+        raise ExportError(f"cannot write --to {dst}: {e.strerror or e} "
+                          f"({e.filename or dst}); choose a directory you can write to") from None
+    return lines
 
+
+def _write(model, tok, dst: Path, written: list) -> list[str]:
+    from .bpe import GPT2Tokenizer
     is_bpe = isinstance(tok, GPT2Tokenizer)
+    written.append(dst / WEIGHTS_FILE)
     save_safetensors(dst / WEIGHTS_FILE, hf_tensors(model), metadata={"format": "pt"})
     c = model.config
     lines = [f"wrote {dst / WEIGHTS_FILE}: {model.num_parameters() / 1e6:.2f}M parameters, "
              f"{c.n_layer} layers, {c.n_head} heads, {c.n_embd} dims, block {c.block_size}, "
              f"vocab {c.vocab_size}"]
     if is_bpe:
+        written += [dst / VOCAB_FILE, dst / MERGES_FILE]
         vocab, merges = tok.save_hf(dst)
         lines.append(f"wrote {vocab} and {merges} (GPT-2 BPE, {tok.vocab_size} tokens)")
     else:
+        written.append(dst / CHAR_VOCAB_FILE)
         atomic_write_json(dst / CHAR_VOCAB_FILE, {
             "note": "tinygpt's character vocabulary. Hugging Face tokenizers cannot read it; "
                     "tinygpt.pretrained.load_pretrained (and `tinygpt generate --model DIR`) can.",
@@ -105,6 +131,7 @@ def export_hf(checkpoint_dir, hf_dir, overwrite: bool = False) -> list[str]:
         lines.append(f"wrote {dst / CHAR_VOCAB_FILE}: the model is character-level, and "
                      f"transformers' tokenizers cannot use this vocabulary; encode text yourself "
                      f"with it, or use `tinygpt generate --model {dst}`")
+    written.append(dst / CONFIG_FILE)
     atomic_write_json(dst / CONFIG_FILE, hf_config(c, tok.eot_token if is_bpe else None))
     lines.append(f"wrote {dst / CONFIG_FILE}; load it with "
                  f"transformers.GPT2LMHeadModel.from_pretrained({str(dst)!r})")
@@ -120,3 +147,11 @@ def _check_destination(src: Path, dst: Path, overwrite: bool):
     if dst.is_dir() and any(dst.iterdir()) and not overwrite:
         raise ExportError(f"--to {dst} exists and is not empty; choose a new directory, or pass "
                           f"--overwrite to replace the exported files in it")
+    ancestor = dst.absolute()                # the nearest directory that exists: can we write?
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ExportError(f"cannot create --to {dst}: {ancestor} is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot create --to {dst}: {ancestor} is not writable; choose a "
+                          f"directory you can write to")

@@ -7,6 +7,8 @@ scratch (a sliding window), as the model never saw positions past block_size in 
 """
 from __future__ import annotations
 
+import codecs
+
 import numpy as np
 
 import tensor
@@ -39,8 +41,13 @@ def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float
 
 def generate(model: GPT, ids, max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-             stop_token: int | None = None, use_cache: bool = True):
-    """Yield new token ids one by one (a generator, so callers can stream them)."""
+             stop_token: int | None = None, use_cache: bool = True,
+             vocab_size: int | None = None):
+    """Yield new token ids one by one (a generator, so callers can stream them).
+
+    vocab_size: draw only ids below it. A model's embedding table may be padded past its
+    tokenizer's vocabulary (50,304 rows for GPT-2's 50,257 tokens, a faster matmul width); the
+    extra rows are no tokens, so they must never be sampled."""
     ids = [int(i) for i in ids]
     if not ids:
         raise ValueError("generate: the prompt is empty; give at least one token")
@@ -56,7 +63,8 @@ def generate(model: GPT, ids, max_new_tokens: int, temperature: float = 1.0,
                     cache = KVCache(model.config.n_layer) if use_cache else None
                     pending = ids[-block:]                  # (re)start from the last window
                 logits, _ = model(np.array([pending]), cache=cache, last_only=True)
-                nxt = sample_next(logits.data[0, -1], rng, temperature, top_k, top_p)
+                nxt = sample_next(logits.data[0, -1, :vocab_size], rng, temperature, top_k,
+                                  top_p)
                 ids.append(nxt)
                 yield nxt
                 if stop_token is not None and nxt == stop_token:
@@ -66,3 +74,55 @@ def generate(model: GPT, ids, max_new_tokens: int, temperature: float = 1.0,
                     cache = None
     finally:
         model.train(was_training)
+
+
+# ----------------------------------------------------------------------------------------------
+# Text in, text out: what every command and example shares around generate()
+# ----------------------------------------------------------------------------------------------
+
+def prompt_text(tokenizer, prompt: str) -> str:
+    """The text the model continues. An empty prompt means "start from nothing": for a BPE model
+    that is <|endoftext|>, the start of a new document (GPT-2's convention), which prints as
+    nothing; a character model has no such token, so it starts from a newline, as tiny
+    Shakespeare's speeches do (and a vocabulary without a newline needs a prompt)."""
+    if prompt or getattr(tokenizer, "eot_token", None) is not None:
+        return prompt
+    if "\n" not in getattr(tokenizer, "chars", ""):
+        raise ValueError("the prompt is empty, and this character model has no newline in its "
+                         "vocabulary to start from; give a prompt")
+    return "\n"
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """The prompt's ids, never empty (see prompt_text). `<|endoftext|>` typed in the prompt is
+    the document separator, as in training."""
+    eot = getattr(tokenizer, "eot_token", None)
+    if eot is None:
+        return list(tokenizer.encode(prompt_text(tokenizer, prompt)))
+    return list(tokenizer.encode(prompt, allowed_special="all")) or [eot]
+
+
+class TextStream:
+    """Token ids in, text out as soon as it is whole.
+
+    One BPE token is a few bytes, not always whole characters: "é" is 2 bytes in UTF-8 and an
+    emoji 4, and GPT-2 can emit them one byte-token at a time. Decoding each token on its own
+    would print U+FFFD (�) for each half. So the bytes go into a buffer and we print its longest
+    prefix that is complete UTF-8, keeping the unfinished character's first bytes for the next
+    token. Python's incremental UTF-8 decoder is exactly that buffer; bytes that can never
+    become a character (invalid UTF-8) are printed as U+FFFD right away rather than held back.
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.bytewise = hasattr(tokenizer, "decode_bytes")       # BPE; a char tokenizer is not
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, token: int) -> str:
+        if not self.bytewise:
+            return self.tokenizer.decode([token])
+        return self.decoder.decode(self.tokenizer.decode_bytes([token]))
+
+    def flush(self) -> str:
+        """Whatever is left at the end (an unfinished character becomes U+FFFD)."""
+        return self.decoder.decode(b"", final=True) if self.bytewise else ""

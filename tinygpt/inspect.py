@@ -1,6 +1,6 @@
 """Look inside a GPT as it reads a prompt: what `tinygpt inspect` prints.
 
-    model, tok = load_any("gpt2")                     # a name, a Hugging Face dir or a train --out dir
+    model, tok, _ = load_model("gpt2")                # tinygpt.loading: a name, an HF dir or a run
     ids = encode(tok, "The cat sat on the")
     maps = attention_maps(model, ids)                 # one (n_head, T, T) array per layer
     probs = next_token_probs(model, ids)              # (vocab,): what comes next
@@ -18,8 +18,8 @@ the weights, put back through the block's own c_proj and MLP, give the block's o
 """
 from __future__ import annotations
 
-import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,37 +51,22 @@ def require_matplotlib():
 # ---------------------------------------------------------------------------------------------
 # Loading a model and reading a prompt
 # ---------------------------------------------------------------------------------------------
-def load_any(name_or_dir):
-    """(model in eval mode, tokenizer) from a GPT-2 name, a Hugging Face GPT-2 directory, or a
-    checkpoint directory written by `tinygpt train` (its config.json has a "model" section)."""
-    from .checkpoint import load_model
-    from .pretrained import load_pretrained
-    config = Path(str(name_or_dir)) / "config.json"
-    try:
-        is_ours = "model" in json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
-        is_ours = False
-    if is_ours:
-        model, tok, _ = load_model(name_or_dir)
-    else:
-        model, tok = load_pretrained(name_or_dir)
-    return model.eval(), tok
-
-
 def encode(tok, prompt: str) -> list[int]:
-    """The prompt's token ids; `<|endoftext|>` may be typed in it (BPE), and an empty prompt
-    is that token alone. A character model needs at least one character."""
-    from .cli_pretrained import encode_prompt
-    ids = encode_prompt(tok, prompt)
-    if not ids:
-        raise ValueError("the prompt is empty; give at least one character")
-    return ids
+    """The prompt's token ids; `<|endoftext|>` may be typed in it (BPE). An empty prompt is
+    <|endoftext|> alone for a BPE model, a newline for a character model (see
+    tinygpt.generate.prompt_text)."""
+    from .generate import encode_prompt
+    return encode_prompt(tok, prompt)
 
 
 def token_labels(tok, ids) -> list[str]:
-    """A short printable label per token: spaces as ␣, newlines as ↵, partial UTF-8 as \\xNN."""
+    """A short printable label per token: spaces as ␣, newlines as ↵, partial UTF-8 as \\xNN;
+    an id past the tokenizer (a padded embedding row, which is no token) as <no token id>."""
     labels = []
     for i in ids:
+        if int(i) >= tok.vocab_size:
+            labels.append(f"<no token {int(i)}>")
+            continue
         if hasattr(tok, "decode_bytes"):        # BPE: one token may be half a character
             text = tok.decode_bytes([int(i)]).decode("utf-8", errors="backslashreplace")
         else:
@@ -307,6 +292,26 @@ def check_layer_head(cfg, layer: int, head: int) -> tuple:
 # ---------------------------------------------------------------------------------------------
 # PNG (optional extra `plot`)
 # ---------------------------------------------------------------------------------------------
+def figure_path_problem(path) -> str | None:
+    """Why matplotlib could not save a figure to `path` (None: it can), checked before any slow
+    work: an extension it writes, in a directory that exists and is writable."""
+    Figure = require_matplotlib()
+    formats = sorted(Figure().canvas.get_supported_filetypes())
+    path = Path(path)
+    ext = path.suffix[1:].lower()
+    if ext not in formats:
+        what = f"has an unknown extension .{ext}" if ext else "has no extension"
+        return (f"{path} {what}; give a file name ending in .png (or one of "
+                f"{', '.join('.' + f for f in formats)})")
+    if not path.parent.is_dir():
+        return f"{path}: the directory {path.parent} does not exist; create it first"
+    if not os.access(path.parent, os.W_OK):
+        return f"{path}: the directory {path.parent} is not writable"
+    if path.is_dir():
+        return f"{path} is a directory; give a file name"
+    return None
+
+
 def save_attention_png(maps: np.ndarray, labels: list, path, title: str = "") -> Path:
     """Every head of one layer, maps (n_head, T, T), as a grid of heat maps in a PNG."""
     Figure = require_matplotlib()

@@ -67,12 +67,13 @@ def load_pretrained(name_or_path, dtype=np.float32):
     A name is fetched through huggingface_hub into its cache (~/.cache/huggingface, or HF_HOME);
     with HF_HUB_OFFLINE=1 only the cache is used. A directory is read with no network at all.
     """
+    from .checkpoint import is_checkpoint
     directory = resolve(name_or_path)
-    if is_training_checkpoint(directory):
+    if is_checkpoint(directory):
         raise PretrainedError(f"{directory} is a tinygpt training checkpoint, not a Hugging Face "
-                              f"directory: load it with tinygpt.checkpoint.load_model, or write "
-                              f"one with `tinygpt export --out {directory} --to HF_DIR`")
-    config = config_from_hf(read_hf_config(directory / CONFIG_FILE))
+                              f"directory: load it with tinygpt.loading.load_model, or write "
+                              f"one with `tinygpt export --model {directory} --to HF_DIR`")
+    config = config_from_hf(read_hf_config(directory / CONFIG_FILE), directory / CONFIG_FILE)
     model = GPT(config, dtype=dtype, init=False)   # every weight is loaded below
     model.eval()
     weights = read_hf_weights(directory, model)
@@ -80,16 +81,6 @@ def load_pretrained(name_or_path, dtype=np.float32):
         p.data = weights.pop(name)   # checked: same shape and dtype. No copy; the init is freed
     tokenizer = load_tokenizer(directory, config.vocab_size)
     return model, tokenizer
-
-
-def is_training_checkpoint(path) -> bool:
-    """A directory written by `tinygpt train` (its config.json has "model" and "tokenizer")."""
-    config = Path(os.fspath(path)) / CONFIG_FILE
-    try:
-        d = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(d, dict) and "model" in d and "tokenizer" in d
 
 
 def resolve(name_or_path) -> Path:
@@ -104,8 +95,9 @@ def resolve(name_or_path) -> Path:
     if path.exists():
         raise PretrainedError(f"{path} is a file; --model wants a directory holding {CONFIG_FILE} "
                               f"and {WEIGHTS_FILE} (a Hugging Face GPT-2 directory), or a name")
-    raise PretrainedError(f"{text!r} is neither a directory nor a GPT-2 name; give a directory "
-                          f"with {CONFIG_FILE} and {WEIGHTS_FILE}, or one of: "
+    raise PretrainedError(f"{text!r} is neither a directory nor a GPT-2 name; give a training "
+                          f"run (`tinygpt train --out {text}` makes one), a Hugging Face "
+                          f"directory with {CONFIG_FILE} and {WEIGHTS_FILE}, or one of: "
                           f"{', '.join(GPT2_NAMES)}")
 
 
@@ -179,13 +171,17 @@ def read_hf_config(path: Path) -> dict:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        if any((path.parent / name).exists() for name in ("optimizer.safetensors", "rng.json")):
+            raise PretrainedError(f"{path} is not valid JSON ({e}): the config of a `tinygpt "
+                                  f"train` checkpoint, damaged. Restore it from a backup, or "
+                                  f"load another checkpoint of the run") from None
         raise PretrainedError(f"{path} is not valid JSON ({e}); re-download or re-export it") from None
     if not isinstance(config, dict):
         raise PretrainedError(f"{path}: expected a JSON object, got {type(config).__name__}")
     return config
 
 
-def config_from_hf(hf: dict, path: str = CONFIG_FILE) -> GPTConfig:
+def config_from_hf(hf: dict, path=CONFIG_FILE) -> GPTConfig:
     """Hugging Face GPT2Config fields -> our GPTConfig (dropout 0: this is for inference)."""
     def refuse(key, problem):
         return PretrainedError(f"{path}: {key} {problem}")
@@ -364,7 +360,8 @@ def strided_perplexity(model: GPT, ids, stride: int | None = None, progress=None
     A smaller stride gives more context per token and costs T / stride forward passes per T
     tokens. With stride = T the windows are disjoint and the first token of each has no context,
     so it is not scored (as in the guide). Default stride: T / 2.
-    progress(scored, total) is called after each window. Returns (perplexity, n_scored, seconds).
+    progress(scored, total) is called before the first window and after each. Returns
+    (perplexity, n_scored, seconds).
     """
     ids = np.asarray(ids, dtype=np.int64).reshape(-1)
     T = model.config.block_size
@@ -379,6 +376,8 @@ def strided_perplexity(model: GPT, ids, stride: int | None = None, progress=None
     total_nll, scored, prev_end, t0 = 0.0, 0, 0, time.perf_counter()
     was_training = model.training
     model.eval()
+    if progress is not None:
+        progress(0, total)
     try:
         with tensor.no_grad():
             for begin in range(0, n - 1, stride):
