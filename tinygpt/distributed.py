@@ -254,6 +254,11 @@ def any_rank(flag: bool, world: World | None = None) -> bool:
     return bool(buf[0] > 0)
 
 
+def barrier(world: World | None = None) -> None:
+    """Wait until every rank gets here (e.g. rank 0 has tidied the run directory)."""
+    any_rank(False, world)
+
+
 @contextlib.contextmanager
 def abort_on_error(world: World | None = None):
     """Around the training of one rank: if it fails (an exception, sys.exit(1), Ctrl-C), end

@@ -28,6 +28,7 @@ from tensor import optim
 
 from . import checkpoint as ckpt
 from .dataset import Dataset, read_text
+from . import distributed as dist
 from .distributed import micro_batches
 from .model import GPT, GPTConfig, PRESETS
 from .progress import Progress
@@ -381,18 +382,23 @@ def resume_options(saved: dict, opts: TrainOptions, given: set) -> tuple[TrainOp
 # ----------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------
-def estimate_loss(model, data: Dataset, opts: TrainOptions, block_size: int, it: int) -> dict:
-    """Mean loss over eval_iters batches of each split, in eval mode, without a graph."""
+def estimate_loss(model, data: Dataset, opts: TrainOptions, block_size: int, it: int,
+                  world: "dist.World | None" = None) -> dict:
+    """Mean loss over eval_iters batches of each split, in eval mode, without a graph.
+    Over MPI, rank r evaluates batches r, r + N, ... of the same list and the sums are added:
+    the same estimate as one process, N times sooner."""
+    world = world or dist.World()
     model.eval()
     losses = {}
     with tensor.no_grad():
         for split in ("train", "val"):
             rng = np.random.default_rng([opts.seed, it, split == "val"])   # same batches on resume
             total = 0.0
-            for _ in range(opts.eval_iters):
+            for j in range(opts.eval_iters):
                 x, y = data.batch(split, opts.batch_size, block_size, rng)
-                total += model(x, y)[1].item()
-            losses[split] = total / opts.eval_iters
+                if j % world.size == world.rank:
+                    total += model(x, y)[1].item()
+            losses[split] = dist.allreduce_mean(total, world) * world.size / opts.eval_iters
     model.train()
     return losses
 
@@ -415,38 +421,50 @@ def train(opts: TrainOptions, resume: bool = False, log=print, progress: bool = 
     if resume and overwrite:
         raise ValueError("--resume continues the run in --out and --overwrite replaces it: "
                          "give one of them")
+    # Under `mpiexec -n N` every rank runs this function; rank 0 alone writes (lock, metrics,
+    # checkpoints) and prints. tinygpt/distributed.py has the few collective calls used below.
+    world = dist.world()
+    if not world.is_main:
+        log, progress = (lambda *_: None), False
     lock = ckpt.RunLock(out)
-    if resume:
-        if not ckpt.is_checkpoint(out):
-            why = (": the run was stopped before its first checkpoint was complete"
-                   if out.is_dir() and _only_debris(out) else " (no checkpoint in it)")
-            raise ckpt.CheckpointError(f"no run to resume in {out}{why}; start one with "
-                                       f"`tinygpt train --out {out}`")
-        lock.acquire()
-    try:
+    with dist.abort_on_error(world):       # one rank fails: every rank stops, none hangs
         if resume:
-            return _train(opts, out, lock, True, False, given, log, progress, stop, on_iter,
-                          start_time)
-        return _train(opts, out, lock, False, overwrite, given, log, progress, stop, on_iter,
-                      start_time)
-    finally:
-        lock.release()
+            if not ckpt.is_checkpoint(out):
+                why = (": the run was stopped before its first checkpoint was complete"
+                       if out.is_dir() and _only_debris(out) else " (no checkpoint in it)")
+                raise ckpt.CheckpointError(f"no run to resume in {out}{why}; start one with "
+                                           f"`tinygpt train --out {out}`")
+            if world.is_main:
+                lock.acquire()
+        try:
+            return _train(opts, out, lock, resume, overwrite and not resume, given, log,
+                          progress, stop, on_iter, start_time, world)
+        finally:
+            lock.release()
 
 
-def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_iter, start_time):
+def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_iter, start_time,
+           world):
     warn = log
     changes, resumes = [], []
     if resume:
-        removed = ckpt.clean_partial(out)
-        if removed:
-            log(f"removed what an interrupted save left in {out}: {', '.join(removed)}")
-        newest = ckpt.list_checkpoints(out)[-1]
+        if world.is_main:
+            removed = ckpt.clean_partial(out)
+            if removed:
+                log(f"removed what an interrupted save left in {out}: {', '.join(removed)}")
+            newest = ckpt.list_checkpoints(out)[-1]
+            start, _ = ckpt.find_checkpoint(out, "latest", log=warn)
+            if start.path != newest.path:     # newer ones are damaged: set them aside, visibly
+                for c in ckpt.list_checkpoints(out):
+                    if (c.iteration, c.serial) > (start.iteration, start.serial):
+                        os.rename(c.path, c.path.parent / f"damaged-{c.path.name}")
+                        warn(f"warning: moved the damaged checkpoint {c.path} to "
+                             f"damaged-{c.path.name}")
+        dist.barrier(world)                   # the other ranks read after rank 0 has tidied
         start, saved = ckpt.find_checkpoint(out, "latest", log=warn)
-        if start.path != newest.path:     # newer ones are damaged: set them aside, visibly
-            for c in ckpt.list_checkpoints(out):
-                if (c.iteration, c.serial) > (start.iteration, start.serial):
-                    os.rename(c.path, c.path.parent / f"damaged-{c.path.name}")
-                    warn(f"warning: moved the damaged checkpoint {c.path} to damaged-{c.path.name}")
+        if int(saved.get("world_size", 1)) != world.size:
+            raise ValueError(f"the run in {out} was trained with {saved.get('world_size', 1)} "
+                             f"rank(s); resume it with the same number (now {world.size})")
         opts, changes = resume_options(saved.get("train", {}), opts, given)
         decay = saved.get("train", {}).get("lr_decay_iters")
         if any(c.startswith("--max-iters") for c in changes) and "lr_decay_iters" not in given \
@@ -459,9 +477,12 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
     opts.check()
     if opts.lr_decay_iters is None:
         opts.lr_decay_iters = opts.max_iters       # fixed now, so a later --max-iters extends
-    if opts.threads:                               # the run on a defined schedule
+    threads = opts.threads                         # the run on a defined schedule
+    if threads is None and world.size > 1:         # ranks sharing a machine share its cores
+        threads = max(1, (os.cpu_count() or 1) // world.local_size)
+    if threads:
         from tensor.kernels import set_num_threads
-        set_num_threads(opts.threads)
+        set_num_threads(threads)
     start_iter = int(saved["iteration"]) if resume else 0
     if resume and opts.max_iters < start_iter:
         raise ValueError(f"the run in {out} is at iteration {start_iter}; --max-iters "
@@ -471,7 +492,8 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
         opts.data = data_path(opts.data)
         if opts.init_from and os.path.isdir(opts.init_from):
             opts.init_from = str(Path(opts.init_from).resolve())
-        check_out_dir(out, overwrite)
+        if world.is_main:
+            check_out_dir(out, overwrite)
 
     # the data and the model, before anything is written
     text = load_text(opts.data)
@@ -505,7 +527,8 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
     optimizer = optim.AdamW(model.parameters(), lr=opts.lr, betas=(opts.beta1, opts.beta2),
                             weight_decay=opts.weight_decay)
     batch_rng = np.random.default_rng(opts.seed)           # which training batches
-    dropout_rng = np.random.default_rng(opts.seed + 1)     # which units dropout drops
+    dropout_rng = np.random.default_rng(                   # which units dropout drops
+        opts.seed + 1 if world.size == 1 else [opts.seed + 1, world.rank])
     for _, m in model.named_modules():
         if isinstance(m, tensor.nn.Dropout):
             m.generator = dropout_rng
@@ -517,8 +540,15 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
         best_val = float(saved.get("best_val_loss") or math.inf)
         rng_states = ckpt.load_training_state(start.path, optimizer, start_iter)
         batch_rng.bit_generator.state = rng_states["batch"]
-        dropout_rng.bit_generator.state = rng_states["dropout"]
-        _truncate_metrics(metrics, start_iter)
+        if world.size == 1:
+            dropout_rng.bit_generator.state = rng_states["dropout"]
+        else:                  # rank 0's state alone is saved: the others draw a new stream
+            dropout_rng = np.random.default_rng([opts.seed + 1, world.rank, start_iter])
+            for _, m in model.named_modules():
+                if isinstance(m, tensor.nn.Dropout):
+                    m.generator = dropout_rng
+        if world.is_main:
+            _truncate_metrics(metrics, start_iter)
         log(f"resuming {start.describe()} toward iteration {opts.max_iters}")
         if changes:
             log("changed on resume: " + ", ".join(changes))
@@ -526,7 +556,7 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
             log(f"the run is already complete at iteration {start_iter} of {opts.max_iters}; "
                 f"to train longer, resume with a larger --max-iters")
             return TrainResult(start_iter, best_val, time.perf_counter() - start_time)
-    else:
+    elif world.is_main:
         out.mkdir(parents=True, exist_ok=True)
         lock.acquire()                                     # then check again: another process
         if overwrite or _only_debris(out):                 # may have started in between
@@ -543,22 +573,25 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
         f"parameters; {len(data.train):,} train / {len(data.val):,} val tokens")
 
     def save(it, val_loss):
+        if not world.is_main:
+            return
         config = {"model": model_cfg.to_dict(), "tokenizer": tokenizer.to_dict(),
                   "train": asdict(opts), "iteration": it, "val_loss": val_loss,
                   "best_val_loss": best_val if math.isfinite(best_val) else None,
-                  "data_sha256": checksum, "resumes": resumes}
+                  "data_sha256": checksum, "resumes": resumes, "world_size": world.size}
         ckpt.save_checkpoint(out, model, config, optimizer,
                              {"batch": batch_rng.bit_generator.state,
                               "dropout": dropout_rng.bit_generator.state})
 
     params = model.parameters()
     T, B, G = model_cfg.block_size, opts.batch_size, opts.grad_accum
+    reducer = dist.GradientReducer(params, world)          # averages gradients over the ranks
     def draw(rng):
         return data.batch("train", B, T, rng)
     history, train_time, train_tokens = [], 0.0, 0
     stop_ctx = stop or _Stop()
     bar = Progress(opts.max_iters, desc="train", unit="tok", enabled=progress, start=start_iter,
-                   scale=B * T * G, echo=log)
+                   scale=B * T * G * world.size, echo=log)
     interrupted = False
     it = start_iter
 
@@ -570,13 +603,15 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
             lr = lr_at(it)
             fresh = not (resume and it == start_iter)      # that eval is already in metrics.csv
             if fresh and (it % opts.eval_interval == 0 or it == opts.max_iters):
-                losses = estimate_loss(model, data, opts, T, it)
+                losses = estimate_loss(model, data, opts, T, it, world)
+                dist.check_same(params, world, f"at iteration {it}")
                 tps = train_tokens / train_time if train_time else 0.0
                 row = {"iter": it, "train_loss": losses["train"], "val_loss": losses["val"],
                        "lr": lr, "tokens_per_sec": tps,
                        "elapsed_s": time.perf_counter() - start_time}
                 history.append(row)
-                _append_metrics(metrics, row)
+                if world.is_main:
+                    _append_metrics(metrics, row)
                 best_val = min(best_val, losses["val"])
                 bar.write(f"iter {it}: train loss {losses['train']:.4f}, "
                           f"val loss {losses['val']:.4f}")
@@ -586,7 +621,7 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
             if on_iter is not None:
                 on_iter(it, stop_ctx, model)
             ckpt.kill_point_iteration(it)
-            if stop_ctx.requested:
+            if dist.any_rank(stop_ctx.requested, world):      # every rank stops at one step
                 save(it, None)
                 interrupted = True
                 break
@@ -596,10 +631,12 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
             # up to the gradient of one batch G times larger (tests/test_runs.py checks it)
             model.zero_grad()
             loss_value = 0.0
-            for x, y in micro_batches(batch_rng, draw, G):
+            for x, y in micro_batches(batch_rng, draw, G, world.rank, world.size):
                 _, loss = model(x, y)
                 loss_value += loss.item() / G
                 (loss * (1.0 / G) if G > 1 else loss).backward()
+            reducer.reduce()                    # over MPI: the mean gradient of all ranks
+            loss_value = dist.allreduce_mean(loss_value, world)
             if not math.isfinite(loss_value):
                 bar.close()
                 raise NonFiniteLoss(
@@ -611,7 +648,7 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
             optimizer.lr = lr
             optimizer.step()
             train_time += time.perf_counter() - t0
-            train_tokens += B * T * G
+            train_tokens += B * T * G * world.size
             it += 1
             bar.update(it, loss=f"{loss_value:.4f}", lr=f"{lr:.1e}")
     bar.close()

@@ -1,0 +1,77 @@
+"""`mpiexec -n 2 tinygpt train` against one process with --grad-accum 2: the same micro-batches
+in the same order, so the same losses and weights to float tolerance (tinygpt/distributed.py)."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tensor.io import load_safetensors
+from tinygpt import checkpoint as ckpt
+
+pytest.importorskip("mpi4py", reason='mpi4py is not installed: pip install -e ".[mpi]"')
+
+TINY = ["--n-layer", "2", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
+        "--batch-size", "4", "--max-iters", "24", "--eval-interval", "8", "--eval-iters", "4",
+        "--warmup-iters", "2", "--dropout", "0", "--quiet"]
+
+
+def run(cmd, timeout=300):
+    """Run in its own process group, so that a timeout kills every rank too."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPIR_"))}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, f"{cmd} failed:\n{stdout}\n{stderr}"
+    return stdout
+
+
+def mpiexec():
+    beside = Path(sys.executable).parent / "mpiexec"     # the one installed with this Python
+    found = str(beside) if beside.exists() else shutil.which("mpiexec")
+    if found is None:
+        pytest.skip('no mpiexec on PATH: pip install -e ".[mpi]" installs MPICH\'s')
+    return found
+
+
+def rows(out):
+    lines = (out / "metrics.csv").read_text().splitlines()[1:]
+    return np.array([[float(v) for v in line.split(",")[:4]] for line in lines])
+
+
+def test_two_ranks_train_like_one_process_with_grad_accum_2(tmp_path):
+    tinygpt = [sys.executable, "-m", "tinygpt.cli", "train"]
+    run([mpiexec(), "-n", "2", *tinygpt, *TINY, "--threads", "1", "--out", str(tmp_path / "mpi")])
+    run([*tinygpt, *TINY, "--grad-accum", "2", "--out", str(tmp_path / "one")])
+    a, b = rows(tmp_path / "mpi"), rows(tmp_path / "one")
+    assert a.shape == b.shape == (4, 4)                 # one row per evaluation, rank 0 alone
+    np.testing.assert_allclose(a, b, rtol=1e-5)         # iter, train loss, val loss, lr
+    wa = load_safetensors(ckpt.list_checkpoints(tmp_path / "mpi")[-1].path / "model.safetensors")
+    wb = load_safetensors(ckpt.list_checkpoints(tmp_path / "one")[-1].path / "model.safetensors")
+    for k in wa:
+        np.testing.assert_allclose(wa[k], wb[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    config = ckpt.find_checkpoint(tmp_path / "mpi", "latest")[1]
+    assert config["world_size"] == 2
+
+
+def test_resume_needs_the_same_number_of_ranks(tmp_path):
+    tinygpt = [sys.executable, "-m", "tinygpt.cli", "train"]
+    out = str(tmp_path / "mpi")
+    run([mpiexec(), "-n", "2", *tinygpt, *TINY, "--threads", "1", "--max-iters", "8",
+         "--out", out])
+    run([mpiexec(), "-n", "2", *tinygpt, "--resume", "--out", out, "--max-iters", "16",
+         "--quiet"])
+    assert ckpt.find_checkpoint(out, "latest")[1]["iteration"] == 16
+    proc = subprocess.run([*tinygpt, "--resume", "--out", out, "--max-iters", "24"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "same number" in proc.stderr
