@@ -6,10 +6,13 @@
 
 What happens, in four lines of API:
 
-    model, tok, _ = load_model("gpt2")            # weights + tokenizer (tinygpt/loading.py)
+    model, tok, _ = tinygpt.load("gpt2")          # weights + tokenizer (tinygpt/loading.py)
     ids = encode_prompt(tok, prompt)              # text -> token ids
     for t in generate(model, ids, 40, ...):       # one forward pass per new token, KV cache
         print(stream.feed(t), end="")             # TextStream: ids -> whole characters
+
+Without streaming, nanoGPT's way: `out = model.generate(ids, 40, temperature=0.8, top_k=40)`
+returns the prompt and the new ids in one array, and `tok.decode(out.tolist())` the text.
 
 Each step the model gives 50,257 logits for the next token; `sample_next` turns them into
 probabilities (softmax of logits / temperature), keeps the top-k, and draws one. The example
@@ -22,9 +25,10 @@ import sys
 import numpy as np
 
 import tensor
+import tinygpt
 from tinygpt.generate import TextStream, encode_prompt, generate
 from tinygpt.inspect import token_labels
-from tinygpt.loading import LoadError, load_model
+from tinygpt.loading import LoadError
 
 
 def main(argv=None):
@@ -40,10 +44,10 @@ def main(argv=None):
     parser.add_argument("--fast", action="store_true", help="a few tokens only (for tests)")
     args = parser.parse_args(argv)
 
-    # load_model reads a name or a Hugging Face directory with tinygpt/pretrained.py, and a
+    # tinygpt.load reads a name or a Hugging Face directory with tinygpt/pretrained.py, and a
     # `tinygpt train` run (its best checkpoint) with tinygpt/checkpoint.py
     try:
-        model, tok, description = load_model(args.model)
+        model, tok, description = tinygpt.load(args.model)
         ids = encode_prompt(tok, args.prompt)
     except (LoadError, ValueError, KeyError) as e:   # the message says what to do
         print(f"error: {e}", file=sys.stderr)

@@ -26,7 +26,6 @@ import numpy as np
 import tensor
 from tensor import optim
 from tinygpt.dataset import Dataset, read_text
-from tinygpt.generate import generate
 from tinygpt.model import GPT, GPTConfig
 from tinygpt.tokenizer import CharTokenizer
 
@@ -93,10 +92,10 @@ def main(argv=None):
 
     # -- sample ----------------------------------------------------------------------------------
     prompt = "ROMEO:"
-    new = list(generate(model, tok.encode(prompt), max_new_tokens=60 if args.fast else 300,
-                        temperature=0.8, top_k=20, seed=args.seed))
+    out = model.generate(tok.encode(prompt), max_new_tokens=60 if args.fast else 300,
+                         temperature=0.8, top_k=20, seed=args.seed)   # prompt + new ids (T + new,)
     print("\n--- sample ---")
-    print(prompt + tok.decode(new))
+    print(tok.decode(out.tolist()))
     return 0
 
 

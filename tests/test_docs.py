@@ -111,7 +111,7 @@ def test_backprop_doc_covers_the_ops_the_issue_lists():
 def test_gpt2_doc_points_at_each_step_of_the_model():
     names = linked_names(ROOT / "docs" / "gpt2.md")
     wanted = ["model.py:GPT.forward", "model.py:Block.forward",
-              "model.py:CausalSelfAttention.forward", "model.py:MLP", "model.py:KVCache",
+              "model.py:CausalSelfAttention.forward", "model.py:MLP", "generate.py:KVCache",
               "functional.py:embedding", "functional.py:softmax", "functional.py:gelu",
               "functional.py:layer_norm", "softmax.py:causal_mask", "generate.py:sample_next",
               "params.py:count_parameters", "inspect.py:attention_maps"]
@@ -131,3 +131,59 @@ def test_the_checker_catches_broken_links(tmp_path, monkeypatch):
     assert len(found) == 4, found
     for needle in ("no A.h", "no nope", "missing.py does not exist", "no heading #nowhere"):
         assert any(needle in f for f in found), needle
+
+
+# ---------------------------------------------------------------------------------------------
+# The op table of docs/backprop.md (section 6) against tensor.OPS and the @covers registry
+# ---------------------------------------------------------------------------------------------
+OP_TABLE_HEADING = "## 6. Every op: its code and its test"
+ROW = re.compile(r"^\| `([A-Za-z_][A-Za-z0-9_]*)` \|(.*)$", re.M)
+
+
+def op_table(text: str) -> dict:
+    """{op: ["module::test", ...]} from the rows of the op table section: the op in backticks in
+    the first cell, the tests as links into tests/ anywhere in the row."""
+    start = text.index(OP_TABLE_HEADING)
+    end = text.find("\n## ", start + len(OP_TABLE_HEADING))
+    section = text[start:end if end != -1 else len(text)]
+    table = {}
+    for op, rest in ROW.findall(section):
+        table[op] = [f"{Path(target).stem}::{m[1]}" for name, target in LINK.findall(rest)
+                     if "tests/" in target and (m := CODE_NAME.fullmatch(name))]
+    return table
+
+
+def op_table_problems(table: dict, ops, other_names, covered: dict) -> list:
+    """Ops missing from the table, rows without a test, and tests not registered for their op."""
+    found = [f"`{op}` has no row in the op table" for op in (*ops, *other_names)
+             if op not in table]
+    found += [f"`{op}`'s row names no test" for op in table if not table[op]]
+    found += [f"`{op}`'s row names {t}, which is not a @covers({op!r}) test"
+              for op in ops if op in table for t in table[op] if t not in covered.get(op, ())]
+    return found
+
+
+def test_backprop_doc_has_a_row_for_every_op_with_its_registered_test():
+    import tensor
+    import test_ops_grad                                  # the @covers registry
+    table = op_table((ROOT / "docs" / "backprop.md").read_text(encoding="utf-8"))
+    assert op_table_problems(table, tensor.OPS, tensor.NON_DIFFERENTIABLE + tensor.CREATION,
+                             test_ops_grad.registry()) == []
+    assert [op for op in table if not hasattr(tensor, op)] == []
+
+
+def test_the_op_table_check_can_fail():
+    text = (f"# t\n{OP_TABLE_HEADING}\n| op | code | test |\n| --- | --- | --- |\n"
+            "| `add` | x | [`test_grad_binary`](../tests/test_ops_grad.py) |\n"
+            "| `mul` | x | [`test_grad_unary`](../tests/test_ops_grad.py) |\n"
+            "| `eq` | x | – |\n## 7. Next\n| `sub` | x | [`test_a`](../tests/test_a.py) |\n")
+    table = op_table(text)
+    assert table == {"add": ["test_ops_grad::test_grad_binary"],
+                     "mul": ["test_ops_grad::test_grad_unary"], "eq": []}
+    covered = {"add": ["test_ops_grad::test_grad_binary"],
+               "mul": ["test_ops_grad::test_grad_binary"], "sub": ["test_a::test_a"]}
+    found = op_table_problems(table, ("add", "mul", "sub"), ("eq", "zeros"), covered)
+    assert sorted(found) == sorted([
+        "`sub` has no row in the op table", "`zeros` has no row in the op table",
+        "`eq`'s row names no test",
+        "`mul`'s row names test_ops_grad::test_grad_unary, which is not a @covers('mul') test"])

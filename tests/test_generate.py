@@ -1,14 +1,16 @@
-"""Generation: the KV cache against full forward passes, the sliding window, and sampling.
+"""Generation: the KV cache against full forward passes, the sliding window, sampling, and the
+method GPT.generate against the free function it is built on.
 
 Oracles: a full forward pass over the whole context (no cache) for the logits; a plain loop of
-full forwards + argmax for greedy decoding; NumPy softmax for the sampling distributions.
+full forwards + argmax for greedy decoding; NumPy softmax for the sampling distributions; the
+streaming function tinygpt.generate.generate, one row at a time, for GPT.generate.
 """
 import numpy as np
 import pytest
 
 import tensor
-from tinygpt.generate import generate, sample_next
-from tinygpt.model import GPT, GPTConfig, KVCache
+from tinygpt.generate import KVCache, generate, sample_next
+from tinygpt.model import GPT, GPTConfig
 
 CFG = dict(vocab_size=97, block_size=24, n_layer=2, n_head=4, n_embd=32)
 
@@ -163,6 +165,73 @@ def test_generate_restores_training_mode(ids):
 def test_empty_prompt_is_refused(model):
     with pytest.raises(ValueError, match="empty"):
         list(generate(model, [], 3))
+
+
+# ----- GPT.generate: the whole sequences, as nanoGPT's method returns them ---------------------
+
+def test_method_returns_prompt_and_new_ids_in_the_shape_it_was_given(model, ids):
+    prompt = np.array(ids[:5])
+    one = model.generate(prompt, 7, temperature=0)                 # (T,) in, (T + new,) out
+    assert one.shape == (12,) and np.issubdtype(one.dtype, np.integer)
+    np.testing.assert_array_equal(one[:5], prompt)
+    two = model.generate(np.stack([prompt, prompt[::-1]]), 7, temperature=0)   # (B, T)
+    assert two.shape == (2, 12)
+    np.testing.assert_array_equal(two[:, :5], [prompt, prompt[::-1]])
+    np.testing.assert_array_equal(two[0], one)
+    assert model.generate([[3, 1, 4]], 0).tolist() == [[3, 1, 4]]  # nothing new: the prompt
+    assert model.generate(tensor.Tensor(prompt), 2, temperature=0).tolist() == one[:7].tolist()
+
+
+def test_method_greedy_equals_the_full_forward_loop_for_every_row(model, ids):
+    rows = np.array([ids[:6], ids[6:12], ids[12:18]])              # (3, 6)
+    got = model.generate(rows, 10, temperature=0)
+    for row, out in zip(rows, got):
+        assert out[6:].tolist() == greedy_oracle(model, list(row), 10)
+
+
+def test_method_equals_the_free_function_with_the_same_seed(model, ids):
+    kw = dict(temperature=1.3, top_k=20, top_p=0.9)
+    got = model.generate(np.array(ids[:4]), 15, seed=5, **kw)
+    assert got[4:].tolist() == list(generate(model, ids[:4], 15, seed=5, **kw))
+    assert model.generate(np.array(ids[:4]), 15, seed=5, **kw).tolist() == got.tolist()
+
+
+def test_method_rows_draw_from_one_random_stream(model, ids):
+    """Row b continues the random stream where row b - 1 left it: row 0 is what the free function
+    gives for the seed, and two equal prompts get two different samples, not one sample twice."""
+    rows = np.array([ids[:4], ids[:4]])
+    got = model.generate(rows, 25, temperature=1.0, seed=11)
+    assert got[0, 4:].tolist() == list(generate(model, ids[:4], 25, seed=11))
+    rng = np.random.default_rng(11)
+    want = [list(generate(model, row, 25, seed=rng)) for row in rows]
+    assert got[:, 4:].tolist() == want
+    assert want[0] != want[1]           # 25 draws from ~97 tokens: equal with negligible odds
+
+
+def test_method_stop_token_pads_the_rows_that_ended_early(model, ids):
+    """A row that samples stop_token ends there and is padded with it; the array is as long as
+    the row that went on longest."""
+    rows = [ids[:4], ids[4:8]]
+    free = [greedy_oracle(model, r, 20) for r in rows]
+    # a stop id that ends row 0 before row 1 (which may never meet it)
+    stop = next(t for t in free[0]
+                if free[0].index(t) < (free[1].index(t) if t in free[1] else 20))
+    ends = [f[:f.index(stop) + 1] if stop in f else f for f in free]
+    n = max(len(e) for e in ends)
+    assert len(ends[0]) < n                                         # else this proves nothing
+    got = model.generate(np.array(rows), 20, temperature=0, stop_token=stop)
+    assert got.shape == (2, 4 + n)
+    for row, end, out in zip(rows, ends, got):
+        assert out.tolist() == row + end + [stop] * (n - len(end))
+    one = model.generate(np.array(rows[0]), 20, temperature=0, stop_token=stop)
+    assert one.tolist() == rows[0] + ends[0]                       # one row: never padded
+
+
+def test_method_refuses_ids_of_the_wrong_shape_or_type(model):
+    with pytest.raises(ValueError, match=r"GPT.generate: idx must be .* got shape \(1, 2, 3\)"):
+        model.generate(np.zeros((1, 2, 3), np.int64), 2)
+    with pytest.raises(ValueError, match="GPT.generate: idx must hold integer token ids"):
+        model.generate(np.array([0.5, 1.0]), 2)
 
 
 # ----- sample_next against NumPy softmax --------------------------------------------------------

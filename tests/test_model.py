@@ -1,10 +1,17 @@
-"""GPT-2 model: gradients, names, causality, learning, checkpoints."""
+"""GPT-2 model: gradients, names, causality, learning, checkpoints, the public API."""
 import json
+import math
+from pathlib import Path
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import tensor
+from tensor import functional as F
+from tensor import nn
+import tinygpt
 from tinygpt.model import GPT, GPTConfig, PRESETS
 from tinygpt import checkpoint as ckpt
 
@@ -72,6 +79,129 @@ def test_init_statistics():
     assert abs(sd["h.0.mlp.c_proj.weight"].std() - 0.02 / np.sqrt(2 * 4)) < 0.001
     assert not sd["h.0.attn.c_attn.bias"].any()
     assert (sd["ln_f.weight"] == 1).all()
+
+
+class _OldPath:
+    """The model as tinygpt built it before the weights were named by keyword: every nn.Linear
+    and nn.Embedding given (..., dtype, rng, std, init) positionally, in the same order, and the
+    same forward pass (GELU in its tanh form, F.gelu's default then). The oracle for "not a bit
+    has changed"."""
+
+    def __init__(self, cfg, seed, dtype=np.float32):
+        rng, C, L = np.random.default_rng(seed), cfg.n_embd, cfg.n_layer
+        proj_std = 0.02 / math.sqrt(2 * L)
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, C, dtype, rng, 0.02, True)
+        self.wpe = nn.Embedding(cfg.block_size, C, dtype, rng, 0.02, True)
+        nn.Dropout(cfg.dropout, rng)
+        self.h = []
+        for _ in range(L):
+            blk = {"ln_1": nn.LayerNorm(C, eps=1e-5, bias=cfg.bias, dtype=dtype)}
+            blk["c_attn"] = nn.Linear(C, 3 * C, cfg.bias, dtype, rng, 0.02, True)
+            blk["attn_proj"] = nn.Linear(C, C, cfg.bias, dtype, rng, proj_std, True)
+            nn.Dropout(cfg.dropout, rng), nn.Dropout(cfg.dropout, rng)
+            blk["ln_2"] = nn.LayerNorm(C, eps=1e-5, bias=cfg.bias, dtype=dtype)
+            blk["c_fc"] = nn.Linear(C, 4 * C, cfg.bias, dtype, rng, 0.02, True)
+            blk["mlp_proj"] = nn.Linear(4 * C, C, cfg.bias, dtype, rng, proj_std, True)
+            self.h.append(blk)
+        self.ln_f = nn.LayerNorm(C, eps=1e-5, bias=cfg.bias, dtype=dtype)
+
+    def state_dict(self):
+        out = {"wte.weight": self.wte.weight.data, "wpe.weight": self.wpe.weight.data}
+        names = {"ln_1": "ln_1", "c_attn": "attn.c_attn", "attn_proj": "attn.c_proj",
+                 "ln_2": "ln_2", "c_fc": "mlp.c_fc", "mlp_proj": "mlp.c_proj"}
+        for i, blk in enumerate(self.h):
+            for key, name in names.items():
+                for pname, p in blk[key].named_parameters():
+                    out[f"h.{i}.{name}.{pname}"] = p.data
+        out.update({f"ln_f.{n}": p.data for n, p in self.ln_f.named_parameters()})
+        return out
+
+    def logits(self, idx):
+        B, T = idx.shape
+        nh, hs = self.cfg.n_head, self.cfg.n_embd // self.cfg.n_head
+        x = self.wte(idx) + self.wpe(np.arange(T))
+        for blk in self.h:
+            qkv = blk["c_attn"](blk["ln_1"](x))
+            if tensor.is_fused():
+                y = F.attention(qkv, nh)
+            else:
+                q, k, v = (t.reshape(B, T, nh, hs).transpose(1, 2) for t in F.split(qkv, 3, -1))
+                att = F.softmax(q @ k.transpose(-2, -1), axis=-1, scale=1.0 / math.sqrt(hs),
+                                causal=True)
+                y = (att @ v).transpose(1, 2).reshape(B, T, -1)
+            x = x + blk["attn_proj"](y)
+            x = x + blk["mlp_proj"](F.gelu(blk["c_fc"](blk["ln_2"](x)), approximate="tanh"))
+        return self.ln_f(x) @ self.wte.weight.T
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-kernels", "op-by-op"])
+def test_weights_and_logits_are_bit_for_bit_those_of_the_old_positional_init(fused):
+    cfg = GPTConfig(vocab_size=53, block_size=16, n_layer=3, n_head=2, n_embd=16)
+    old, new = _OldPath(cfg, seed=3), GPT(cfg, seed=3)
+    want = old.state_dict()
+    got = new.state_dict()
+    assert list(got) == list(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    idx = np.random.default_rng(0).integers(0, 53, (2, 12))
+    with tensor.no_grad(), tensor.fused(fused):
+        np.testing.assert_array_equal(new(idx)[0].data, old.logits(idx).data)
+
+
+def _fresh_python(code: str):
+    """Run code in a new interpreter (so no module is imported yet); fail with its stderr."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=str(Path(__file__).resolve().parents[1]), timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_model_py_does_not_import_pretrained_loading_or_checkpoints():
+    """pretrained.py imports model.py, so model.py must not import it back, not even inside a
+    function (the lazy import GPT.from_pretrained had): read every import statement in the file,
+    then import the module in a fresh interpreter."""
+    import ast
+    tree = ast.parse((Path(tinygpt.__file__).parent / "model.py").read_text())
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m.split(".")[-1] in ("pretrained", "loading", "checkpoint")]
+    _fresh_python("import sys, tinygpt.model\n"
+                  "bad = [m for m in ('tinygpt.pretrained', 'tinygpt.loading', "
+                  "'tinygpt.checkpoint') if m in sys.modules]\n"
+                  "assert not bad, f'import tinygpt.model pulled in {bad}'")
+
+
+def test_import_tinygpt_is_cheap_and_load_imports_the_loader_on_call():
+    _fresh_python("import sys, tinygpt\n"
+                  "bad = [m for m in sys.modules\n"
+                  "       if m.startswith(('tinygpt.', 'numpy', 'tensor'))]\n"
+                  "assert not bad, f'import tinygpt pulled in {bad}'\n"
+                  "assert callable(tinygpt.load)")
+
+
+def test_gpt_has_no_from_pretrained_any_more():
+    """tinygpt.load is the one entry point; a classmethod would need model.py to import
+    pretrained.py, which imports model.py."""
+    assert not hasattr(GPT, "from_pretrained")
+
+
+def test_tinygpt_load_reads_a_training_run(tmp_path):
+    from tinygpt.train import TrainOptions, train
+    out = tmp_path / "out"
+    train(TrainOptions(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, max_iters=4,
+                       eval_interval=4, eval_iters=1, out=str(out)),
+          log=lambda *a, **k: None, progress=False)
+    idx = np.array([[1, 2, 3, 4]])
+    for which in ("best", "latest"):
+        model, tok, description = tinygpt.load(out, which=which)
+        want, want_tok, config = ckpt.load_model(out, which=which)   # the checkpoint module
+        assert not model.training and description == config["source"]
+        for name, x in want.state_dict().items():
+            np.testing.assert_array_equal(model.state_dict()[name], x, err_msg=name)
+        with tensor.no_grad():
+            np.testing.assert_array_equal(model(idx)[0].data, want(idx)[0].data)
+        assert tok.encode("ROMEO:") == want_tok.encode("ROMEO:")
+        assert tok.decode(tok.encode("ROMEO:")) == "ROMEO:"
 
 
 def test_logits_are_causal():

@@ -102,9 +102,15 @@ def test_load_gives_the_source_models_logits(tmp_path, source, ids, prefix, buff
     assert tok.encode("Hello world") == GPT2Tokenizer.from_tiktoken().encode("Hello world")
 
 
-def test_from_pretrained_is_load_pretrained(tmp_path, source, ids):
+def test_tinygpt_load_reads_a_hugging_face_directory(tmp_path, source, ids):
+    """tinygpt.load, the one public entry point (GPT.from_pretrained is gone): the source model's
+    logits, the bundled GPT-2 tokenizer, eval mode, and a description naming the directory."""
+    import tinygpt
     d = write_hf_dir(tmp_path / "m", source)
-    np.testing.assert_array_equal(logits(GPT.from_pretrained(str(d)), ids), logits(source, ids))
+    model, tok, description = tinygpt.load(str(d))
+    np.testing.assert_array_equal(logits(model, ids), logits(source, ids))
+    assert not model.training and str(d) in description and "Hugging Face" in description
+    assert tok.encode("Hello world") == GPT2Tokenizer.from_tiktoken().encode("Hello world")
 
 
 def test_tied_lm_head_equal_to_wte_is_accepted(tmp_path, source, ids):

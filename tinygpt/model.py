@@ -7,17 +7,30 @@
 B = batch, T = time (tokens), C = n_embd, nh = n_head, hs = C // nh (head size).
 Every Linear stores its weight [in, out], as GPT-2's Conv1D layers do, so released weights load
 one to one (see tinygpt/pretrained.py).
+
+Top to bottom, as nanoGPT's model.py: the config and the preset sizes, then the layers (LayerNorm
+comes from the framework, tensor/nn.py; attention, MLP, Block are here), then GPT itself, with
+GPT-2's initialisation written where each weight is made. Sampling (GPT.generate) is a thin
+method over tinygpt/generate.py, which holds the sampling loop and its KV cache; loading weights
+from a name, a Hugging Face directory or a training run is `tinygpt.load` (tinygpt/loading.py),
+outside this file, so that this file imports none of the modules that import it.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, asdict, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 import tensor
 from tensor import functional as F
 from tensor import nn
+
+from .generate import generate as generate_ids   # one sequence's new ids, streamed (KV cache)
+
+if TYPE_CHECKING:                                 # for the annotation only: forward takes any
+    from .generate import KVCache                 # object with .length and .extend(k, v)
 
 
 @dataclass
@@ -71,15 +84,28 @@ PRESETS = {
 }
 
 
+def scaled_init_std(n_layer: int) -> float:
+    """GPT-2's scaled init, for the two projections per block that add into the residual stream
+    (attn.c_proj, mlp.c_proj): 2 * n_layer of them add up along the depth, so each is drawn with
+    std 0.02 / sqrt(2 * n_layer) and the residual's variance does not grow with the depth."""
+    return 0.02 / math.sqrt(2 * n_layer)
+
+
+# GPT-2's initialisation, written where each weight is made: every Linear and Embedding weight
+# ~ N(0, 0.02²), the residual projections ~ N(0, scaled_init_std(n_layer)²), every bias 0, every
+# LayerNorm gain 1 and shift 0 (tensor/nn.py). One generator (rng), drawn in construction order,
+# so a seed gives the same weights every time. init=False: zeros, for weights about to be loaded.
+
 class CausalSelfAttention(nn.Module):
     """Each token builds a query, a key and a value; it attends to itself and earlier tokens."""
 
     def __init__(self, cfg: GPTConfig, rng, dtype, init=True):
         super().__init__()
         self.n_head, self.n_embd = cfg.n_head, cfg.n_embd
-        proj_std = 0.02 / math.sqrt(2 * cfg.n_layer)   # residual projections: GPT-2's scaled init
-        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, cfg.bias, dtype, rng, 0.02, init)
-        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, cfg.bias, dtype, rng, proj_std, init)
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias, dtype=dtype,
+                                generator=rng, std=0.02, init=init)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias, dtype=dtype,
+                                generator=rng, std=scaled_init_std(cfg.n_layer), init=init)
         self.attn_dropout = nn.Dropout(cfg.dropout, rng)
         self.resid_dropout = nn.Dropout(cfg.dropout, rng)
 
@@ -109,13 +135,15 @@ class MLP(nn.Module):
 
     def __init__(self, cfg: GPTConfig, rng, dtype, init=True):
         super().__init__()
-        proj_std = 0.02 / math.sqrt(2 * cfg.n_layer)
-        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, cfg.bias, dtype, rng, 0.02, init)
-        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, cfg.bias, dtype, rng, proj_std, init)
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias, dtype=dtype,
+                              generator=rng, std=0.02, init=init)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias, dtype=dtype,
+                                generator=rng, std=scaled_init_std(cfg.n_layer), init=init)
         self.dropout = nn.Dropout(cfg.dropout, rng)
 
     def forward(self, x):
-        h = F.gelu(self.c_fc(x))                                    # (B, T, 4C)
+        # GPT-2's GELU is the tanh approximation (Hugging Face calls it "gelu_new")
+        h = F.gelu(self.c_fc(x), approximate="tanh")                # (B, T, 4C)
         return self.dropout(self.c_proj(h))                         # (B, T, C)
 
 
@@ -133,55 +161,6 @@ class Block(nn.Module):
         return x
 
 
-class KVCache:
-    """Keys and values of the tokens seen so far, one pair per layer, for fast generation.
-
-    Each layer's keys and values live in a buffer with room to spare along the time axis; a new
-    token's k and v are written after the old ones and the layer sees a view of the filled part.
-    When the buffer is full it is replaced by one twice as long, so on average each token's
-    key and value are copied less than once more. The views handed out are read-only: the cache
-    is the only writer."""
-
-    def __init__(self, n_layer: int):
-        self.layers = [None] * n_layer      # per layer: [keys, values, filled]; (B, nh, cap, hs)
-        self.layer = 0                      # which layer the next extend() belongs to
-
-    @property
-    def length(self) -> int:
-        return 0 if self.layers[0] is None else self.layers[0][2]
-
-    def extend(self, k, v):
-        """Append k, v (B, nh, T, hs) to this layer's cache; return all keys and values so far,
-        (B, nh, Tk, hs) each."""
-        entry = self.layers[self.layer]
-        B, nh, T, hs = k.shape
-        if entry is not None:
-            held = entry[0].shape[:2] + (entry[2],) + entry[0].shape[3:]    # (B, nh, T, hs)
-            if not (k.shape == v.shape and (B, nh, hs) == held[:2] + held[3:]
-                    and k.dtype == v.dtype == entry[0].dtype):
-                    raise ValueError(f"KVCache.extend: layer {self.layer} holds keys of shape "
-                                 f"{held} and dtype {entry[0].dtype}; got k {k.shape} {k.dtype}, "
-                                 f"v {v.shape} {v.dtype}. Use a new KVCache for another batch "
-                                 f"or model.")
-        n = 0 if entry is None else entry[2]
-        if entry is None or n + T > entry[0].shape[2]:             # no room: a bigger buffer
-            cap = max(2 * n, n + T, 16)
-            keys = np.empty((B, nh, cap, hs), dtype=k.dtype)
-            values = np.empty((B, nh, cap, hs), dtype=v.dtype)
-            if entry is not None:
-                keys[:, :, :n], values[:, :, :n] = entry[0][:, :, :n], entry[1][:, :, :n]
-            entry = self.layers[self.layer] = [keys, values, n]
-        entry[0][:, :, n:n + T] = k.data                           # (B, nh, T, hs) after the old
-        entry[1][:, :, n:n + T] = v.data
-        entry[2] = n + T
-        self.layer = (self.layer + 1) % len(self.layers)
-        if n == 0:       # nothing cached before: the inputs themselves (their graph is kept)
-            return k, v
-        keys, values = entry[0][:, :, :n + T], entry[1][:, :, :n + T]   # views, (B, nh, Tk, hs)
-        keys.flags.writeable = values.flags.writeable = False
-        return tensor.Tensor(keys), tensor.Tensor(values)
-
-
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig, seed: int | None = None, dtype=np.float32,
                  init: bool = True):
@@ -190,8 +169,10 @@ class GPT(nn.Module):
         self.config = config
         rng = np.random.default_rng(seed)
         dtype = np.dtype(dtype)
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd, dtype, rng, 0.02, init)
-        self.wpe = nn.Embedding(config.block_size, config.n_embd, dtype, rng, 0.02, init)
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd, dtype=dtype, generator=rng,
+                                std=0.02, init=init)                    # token table
+        self.wpe = nn.Embedding(config.block_size, config.n_embd, dtype=dtype, generator=rng,
+                                std=0.02, init=init)                    # position table
         self.drop = nn.Dropout(config.dropout, rng)
         self.h = nn.ModuleList([Block(config, rng, dtype, init) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, eps=1e-5, bias=config.bias, dtype=dtype)
@@ -203,15 +184,15 @@ class GPT(nn.Module):
             raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
         return cls(GPTConfig(**{**PRESETS[name], **overrides}), seed=seed)
 
-    @classmethod
-    def from_pretrained(cls, name_or_path: str) -> "GPT":
-        from .pretrained import load_pretrained
-        return load_pretrained(name_or_path)[0]
+    # No GPT.from_pretrained: it would make this file import tinygpt/pretrained.py, which
+    # imports this file. `tinygpt.load(name_or_dir)` returns (model, tokenizer, description) for
+    # a released name, a Hugging Face directory or a training run.
 
     def forward(self, idx, targets=None, cache: KVCache | None = None, last_only: bool = False):
         """idx: (B, T) token ids. Returns (logits, loss); loss is None without targets.
-        With a cache, idx holds only the new tokens; their positions continue after the cache.
-        last_only: compute logits for the last position only (generation)."""
+        cache: any object with .length (tokens held) and .extend(k, v) (see KVCache in
+        tinygpt/generate.py); with one, idx holds only the new tokens and their positions
+        continue after the cache. last_only: compute logits for the last position only."""
         idx = np.asarray(idx.data if isinstance(idx, tensor.Tensor) else idx)
         if idx.ndim == 1:
             idx = idx[None, :]                                      # (1, T)
@@ -235,6 +216,36 @@ class GPT(nn.Module):
             targets = np.asarray(targets.data if isinstance(targets, tensor.Tensor) else targets)
             loss = F.cross_entropy(logits, targets, ignore_index=-1)
         return logits, loss
+
+    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+                 stop_token: int | None = None) -> np.ndarray:
+        """Continue idx by up to max_new_tokens sampled tokens and return the whole sequences,
+        prompt included, as nanoGPT's GPT.generate does: (B, T) ids in, (B, T + new) out; or
+        (T,) in, (T + new,) out. temperature 0 is greedy; top_k / top_p keep only the likeliest
+        tokens (tinygpt/generate.py: sample_next).
+
+        Built on tinygpt.generate.generate, which streams the new ids of one sequence with a KV
+        cache. The B rows are generated one after another, not batched; they share one random
+        stream seeded by seed, so row 0 gets exactly what generate(model, idx[0], ..., seed=seed)
+        yields and two equal rows get two different samples.
+        stop_token: a row ends once it samples this id. Rows that end early are padded with it,
+        and the array is as long as the row that went on longest (one row: no padding)."""
+        ids = np.asarray(idx.data if isinstance(idx, tensor.Tensor) else idx)
+        if ids.ndim not in (1, 2):
+            raise ValueError(f"GPT.generate: idx must be (T,) or (B, T) token ids, got shape "
+                             f"{ids.shape}")
+        if ids.size and not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"GPT.generate: idx must hold integer token ids, got {ids.dtype}")
+        rows = ids[None, :] if ids.ndim == 1 else ids               # (B, T)
+        rng = np.random.default_rng(seed)                           # one stream for every row
+        new = [list(generate_ids(self, row, max_new_tokens, temperature, top_k, top_p, seed=rng,
+                                 stop_token=stop_token)) for row in rows]
+        n = max((len(t) for t in new), default=max_new_tokens)
+        new = [t + [stop_token] * (n - len(t)) for t in new]        # only stopped rows are short
+        out = np.concatenate([rows, np.array(new, dtype=rows.dtype).reshape(len(rows), n)],
+                             axis=1)                                # (B, T + n)
+        return out if ids.ndim == 2 else out[0]
 
     def crop_block_size(self, block_size: int) -> None:
         """Shorten the context (e.g. to fine-tune GPT-2 on 256 tokens instead of 1024): keep the
