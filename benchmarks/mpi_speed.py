@@ -50,7 +50,7 @@ def main(argv=None):
         sys.exit('no mpiexec: pip install -e ".[mpi]" installs MPICH\'s')
     n, cores = args.ranks, cpu_count()
     print(machine_line())
-    print(f"| preset (global batch, steps) | side | tokens/s (median) | rounds | ratio |")
+    print("| preset (global batch, steps) | side | tokens/s (median) | rounds | ratio |")
     print("| --- | --- | ---: | ---: | ---: |")
     for preset in args.presets:
         batch, iters = CASES[preset]

@@ -238,7 +238,7 @@ def bench_startup(a, tmp: Path):
         how = f"deleted the tensor package's {n} cached kernel files; the cold run rewrites them"
     print(f"\n(b) start-up to the first training step, seconds since the process was spawned; "
           f"Numba cache: {how}", flush=True)
-    print(f"  cold run", file=sys.stderr, flush=True)
+    print("  cold run", file=sys.stderr, flush=True)
     cold = timed_child(child, cache)
     warm = []
     for i in range(a.warm_runs):

@@ -6,7 +6,6 @@ of the save sequence (the TINYGPT_TEST_KILL_AT hook in tinygpt/checkpoint.py) an
 training steps; then they check that the last complete checkpoint loads and that a resumed run
 ends with exactly the weights of a run that was never interrupted.
 """
-import json
 import os
 import signal
 import subprocess

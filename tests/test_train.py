@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tinygpt import checkpoint as ckpt
-from tinygpt.dataset import Dataset, read_text, SHAKESPEARE
+from tinygpt.dataset import Dataset, read_text
 from tinygpt.train import TrainOptions, train, NonFiniteLoss
 
 
