@@ -12,7 +12,7 @@ import unicodedata
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tinygpt.bpe import BUNDLED_RANKS, DATA_DIR, EOT, GPT2_PATTERN, GPT2Tokenizer, pretokenize
+from tinygpt.bpe import BUNDLED_RANKS, DATA_DIR, EOT, GPT2_PATTERN, GPT2Tokenizer, pretokenize, safe_cut
 from tinygpt.tokenizer import tokenizer_from_dict
 
 SHAKESPEARE = DATA_DIR / "tinyshakespeare.txt"
@@ -360,3 +360,36 @@ def test_dict_round_trip(tok):
     rebuilt = tokenizer_from_dict(d)
     assert isinstance(rebuilt, GPT2Tokenizer)
     assert rebuilt.encode("hello world") == [31373, 995]
+
+
+# ----- cutting a long text into chunks (tinygpt prepare) ---------------------------------------------
+
+def cut_everywhere(text: str) -> list[str]:
+    """Cut text at safe_cut repeatedly, from the right: the chunks, in order."""
+    chunks = []
+    while (i := safe_cut(text)) > 0:
+        chunks.append(text[i:])
+        text = text[:i]
+    return [text] + chunks[::-1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(texts)
+def test_safe_cut_keeps_the_pieces(oracle, text):
+    chunks = cut_everywhere(text)
+    assert "".join(chunks) == text
+    assert all(chunks) or text == ""                        # every cut is strictly inside
+    # the regex oracle: the pieces of the chunks are the pieces of the whole
+    regex = pytest.importorskip("regex", reason='parity tests need regex (comes with tiktoken): pip install "tinygpt[parity]"')
+    assert [p for c in chunks for p in regex.findall(GPT2_PATTERN, c)] == regex.findall(GPT2_PATTERN, text)
+    assert [t for c in chunks for t in oracle.encode(c, disallowed_special=())] == \
+        oracle.encode(text, disallowed_special=())
+
+
+@pytest.mark.parametrize("text, cut", [
+    ("ab\ncd x", 2), ("ab cd", 2), ("ab \ncd", 2),          # a newline first, else a space
+    ("a\n\n\nb", 1), ("a  b", 1), ("  \n\n", 0), ("abc", 0), ("\nabc", 0), ("", 0),
+    ("x\u3000y", 0),                                        # only newline and space are cut before
+])
+def test_safe_cut_places(text, cut):
+    assert safe_cut(text) == cut

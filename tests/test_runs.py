@@ -412,3 +412,44 @@ def test_grad_accum_trains_and_is_fixed_on_resume(tmp_path):
     assert ckpt.find_checkpoint(out, "latest")[1]["train"]["grad_accum"] == 2
     r = CliRunner().invoke(train_cmd, ["--resume", "--out", str(out), "--grad-accum", "3"])
     assert r.exit_code == 1 and "--grad-accum" in r.output
+
+
+# ----------------------------------------------------------------------------------------------
+# Prepared data directories (`tinygpt prepare`, or nanoGPT's layout)
+# ----------------------------------------------------------------------------------------------
+def test_a_prepared_directory_trains_exactly_like_its_text(tmp_path):
+    from tinygpt.dataset import SHAKESPEARE, prepare
+    prepare(SHAKESPEARE, tmp_path / "data", tokenizer="char")
+    run_tiny(tmp_path / "text", max_iters=8, dropout=0.0)
+    run_tiny(tmp_path / "prepared", max_iters=8, dropout=0.0, data=str(tmp_path / "data"))
+    assert_same_weights(final_weights(tmp_path / "text"), final_weights(tmp_path / "prepared"))
+    config = ckpt.find_checkpoint(tmp_path / "prepared", "latest")[1]
+    assert config["train"]["data"] == str((tmp_path / "data").resolve())
+    # the data may not change under a run
+    (tmp_path / "data" / "val.bin").write_bytes((tmp_path / "data" / "val.bin").read_bytes()[:-2])
+    with pytest.raises(ValueError):
+        run_tiny(tmp_path / "prepared", resume=True, max_iters=12)
+
+
+def test_a_prepared_directory_decides_the_tokenizer(tmp_path):
+    from tinygpt.dataset import SHAKESPEARE, prepare
+    prepare(SHAKESPEARE, tmp_path / "data", tokenizer="char")
+    r = CliRunner().invoke(train_cmd, ["--data", str(tmp_path / "data"), "--tokenizer", "gpt2",
+                                       "--out", str(tmp_path / "run")])
+    assert r.exit_code == 1 and "--tokenizer gpt2 disagrees" in r.output
+
+
+def test_a_nanogpt_directory_trains_as_gpt2_ids(tmp_path):
+    """nanoGPT's prepare.py writes train.bin/val.bin as uint16 GPT-2 ids and no meta.json."""
+    d = tmp_path / "nanogpt"
+    d.mkdir()
+    ids = np.random.default_rng(0).integers(0, 50257, 4000)
+    np.array(ids[:3600], dtype=np.uint16).tofile(d / "train.bin")
+    np.array(ids[3600:], dtype=np.uint16).tofile(d / "val.bin")
+    lines = []
+    opts = TrainOptions(**{**TINY, "max_iters": 2, "eval_interval": 2, "data": str(d),
+                           "out": str(tmp_path / "run")})
+    train(opts, progress=False, log=lines.append)
+    config = ckpt.find_checkpoint(tmp_path / "run", "latest")[1]
+    assert config["tokenizer"]["type"] == "gpt2" and config["model"]["vocab_size"] == 50257
+    assert any("GPT-2" in line for line in lines)          # the assumption is said out loud

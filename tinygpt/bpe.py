@@ -119,6 +119,26 @@ def pretokenize(text: str) -> list[str]:
     return [text[m.start():m.end()] for m in _PRETOKENIZER.finditer(stand_ins)]
 
 
+def safe_cut(text: str) -> int:
+    """A place to cut `text` in two without changing its pieces (0 if there is none).
+
+    Returns the last i such that pretokenize(text) == pretokenize(text[:i]) + pretokenize(text[i:]),
+    among the places just before a newline (else a space) that follows a non-whitespace character.
+    Why that is safe: the regex only looks ahead, never behind, so the pieces of text[i:] do not depend
+    on what comes before; and no piece can run across i, because the only pieces that hold whitespace
+    either start with it (" dog") or are all whitespace, and text[i - 1] is not whitespace.
+    (str.isspace() is true for every Unicode White_Space character, and for a few more, so testing
+    it only makes the rule stricter.) Encoding a large text chunk by chunk, cut here, gives the same
+    ids as encoding it whole; `tinygpt prepare` relies on that to encode chunks in parallel.
+    """
+    for sep in ("\n", " "):
+        i = len(text)
+        while (i := text.rfind(sep, 1, i)) > 0:
+            if not text[i - 1].isspace():
+                return i
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------
 # GPT-2's byte <-> unicode alphabet (used only by the Hugging Face vocab.json / merges.txt files)
 # ---------------------------------------------------------------------------------------------------

@@ -48,6 +48,9 @@ from .cli_train import train_cmd  # noqa: E402
 from .cli_pretrained import generate_cmd, perplexity_cmd, export_cmd  # noqa: E402
 
 main.add_command(train_cmd, "train")
+from .cli_prepare import prepare_cmd  # noqa: E402
+
+main.add_command(prepare_cmd, "prepare")
 main.add_command(generate_cmd, "generate")
 main.add_command(perplexity_cmd, "perplexity")
 main.add_command(export_cmd, "export")

@@ -53,7 +53,9 @@ def _presets_epilog() -> str:
 @click.option("--out", type=click.Path(), default="out", show_default=True,
               help="The run directory: checkpoints (the latest and the best) and metrics.csv.")
 @click.option("--data", type=click.Path(exists=True),
-              help="A UTF-8 text file to train on (default: the bundled tiny Shakespeare).")
+              help="A UTF-8 text file to train on, or a directory written by `tinygpt prepare` "
+                   "(or nanoGPT's prepare.py) whose token files are read from disk as needed "
+                   "(default: the bundled tiny Shakespeare).")
 @click.option("--tokenizer", type=click.Choice(["char", "gpt2"]), default="char",
               show_default=True, help="Characters, or GPT-2's byte-level BPE.")
 @click.option("--init-from", metavar="NAME|DIR",

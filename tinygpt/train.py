@@ -27,11 +27,12 @@ import tensor
 from tensor import optim
 
 from . import checkpoint as ckpt
-from .dataset import Dataset, read_text
+from .dataset import Dataset, open_prepared, read_text
 from . import distributed as dist
 from .distributed import micro_batches
 from .model import GPT, GPTConfig, PRESETS
 from .progress import Progress
+from .tokenizer import tokenizer_from_dict
 
 METRICS_HEADER = "iter,train_loss,val_loss,lr,tokens_per_sec,elapsed_s"
 
@@ -225,6 +226,26 @@ def data_path(data: str | None) -> str | None:
 def data_checksum(data: str | None) -> str:
     from .dataset import SHAKESPEARE
     return ckpt.sha256_file(SHAKESPEARE if data is None else data)
+
+
+def prepared_checksum(data_dir: str) -> str:
+    """A prepared directory's identity without reading its token files (they may be huge):
+    the SHA-256 of meta.json's content (the tokenizer, the token counts and the source's
+    checksum; not the source's path, which may differ when the same text is prepared again)
+    and of the token files' sizes."""
+    import hashlib
+    import json
+    h = hashlib.sha256()
+    for name in ("meta.json", "train.bin", "val.bin"):
+        path = Path(data_dir) / name
+        if path.exists():
+            h.update(name.encode() + str(path.stat().st_size).encode())
+            if name == "meta.json":
+                meta = json.loads(path.read_text(encoding="utf-8"))
+                if isinstance(meta.get("source"), dict):
+                    meta["source"].pop("path", None)
+                h.update(json.dumps(meta, sort_keys=True).encode())
+    return h.hexdigest()
 
 
 def load_text(data: str | None) -> str:
@@ -496,25 +517,49 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
             check_out_dir(out, overwrite)
 
     # the data and the model, before anything is written
-    text = load_text(opts.data)
-    checksum = data_checksum(opts.data)
+    prepared = opts.data is not None and os.path.isdir(opts.data)
+    if prepared:                     # `tinygpt prepare`'s token files: mapped, never read whole
+        data, meta = open_prepared(opts.data)
+        if meta.get("notice"):
+            log(meta["notice"])
+        text, checksum = None, prepared_checksum(opts.data)
+    else:
+        text, checksum = load_text(opts.data), data_checksum(opts.data)
     if resume and saved.get("data_sha256") not in (None, checksum):
         raise ValueError(f"the training data {opts.data or 'the bundled Shakespeare'} changed "
                          f"since this run started (its SHA-256 differs); resuming would train "
                          f"on other text. Restore the file, or start a new run with another --out")
     pretrained = None
     if resume:
-        from .tokenizer import tokenizer_from_dict
         tokenizer = tokenizer_from_dict(saved["tokenizer"])
         model_cfg = GPTConfig.from_dict(saved["model"])
     elif opts.init_from:
         pretrained, tokenizer = init_from(opts, given, log)
         model_cfg = pretrained.config
+    elif prepared:
+        tokenizer = tokenizer_from_dict(meta["tokenizer"])
+        kind = meta["tokenizer"].get("type")
+        if "tokenizer" in given and opts.tokenizer != kind:
+            raise ValueError(f"--tokenizer {opts.tokenizer} disagrees with --data {opts.data}, "
+                             f"prepared with the {kind} tokenizer: drop --tokenizer")
+        opts.tokenizer = kind
+        model_cfg = opts.model_config(tokenizer.vocab_size)
     else:
         tokenizer = build_tokenizer(opts.tokenizer, text)
         model_cfg = opts.model_config(tokenizer.vocab_size)
     source = f"--data {opts.data}" if opts.data else "the bundled Shakespeare"
-    data = Dataset.from_ids(encode(tokenizer, text), model_cfg.block_size, source=source)
+    if prepared:
+        if meta["tokenizer"] != tokenizer.to_dict():
+            raise ValueError(f"--data {opts.data} was prepared with another tokenizer than the "
+                             f"model's ({meta['tokenizer'].get('type')}); prepare it again with "
+                             f"the model's tokenizer")
+        for split, ids in (("train", data.train), ("val", data.val)):
+            if len(ids) < model_cfg.block_size + 1:
+                raise ValueError(f"{source}: its {split} split holds {len(ids):,} tokens, but one "
+                                 f"example needs block_size + 1 = {model_cfg.block_size + 1}; "
+                                 f"use a smaller --block-size")
+    else:
+        data = Dataset.from_ids(encode(tokenizer, text), model_cfg.block_size, source=source)
     check_memory(model_cfg, opts.batch_size)
 
     tensor.manual_seed(opts.seed)
