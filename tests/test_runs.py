@@ -453,3 +453,15 @@ def test_a_nanogpt_directory_trains_as_gpt2_ids(tmp_path):
     config = ckpt.find_checkpoint(tmp_path / "run", "latest")[1]
     assert config["tokenizer"]["type"] == "gpt2" and config["model"]["vocab_size"] == 50257
     assert any("GPT-2" in line for line in lines)          # the assumption is said out loud
+
+
+def test_a_chosen_lr_is_never_exceeded_by_the_schedule(tmp_path):
+    """--lr below the default --min-lr (1e-4): the floor follows the peak, the rate never rises."""
+    out = tmp_path / "run"
+    r = CliRunner().invoke(train_cmd, tiny_args(out, lr=3e-5, max_iters=8, eval_interval=1)[1:])
+    assert r.exit_code == 0, r.output
+    lrs = [float(line.split(",")[3]) for line in (out / "metrics.csv").read_text().splitlines()[1:]]
+    assert max(lrs) <= 3e-5 and ckpt.find_checkpoint(out, "latest")[1]["train"]["min_lr"] == 3e-6
+    r = CliRunner().invoke(train_cmd, ["--lr", "1e-4", "--min-lr", "1e-3",
+                                       "--out", str(tmp_path / "other")])
+    assert r.exit_code == 1 and "--min-lr 0.001 is above --lr 0.0001" in r.output

@@ -37,7 +37,7 @@ def _presets_epilog() -> str:
 @click.option("--lr", type=Number(0, min_open=True), default=1e-3, show_default=True,
               help="Peak learning rate.")
 @click.option("--min-lr", type=Number(0), default=1e-4, show_default=True,
-              help="Learning rate at the end of the cosine decay.")
+              help="Learning rate at the end of the cosine decay (with --lr given: --lr / 10).")
 @click.option("--warmup-iters", type=click.IntRange(0), default=100, show_default=True)
 @click.option("--lr-decay-iters", type=POSITIVE,
               help="Length of the cosine decay; after it the rate stays at --min-lr "

@@ -95,6 +95,9 @@ class TrainOptions:
                 raise ValueError(f"{opt(name)} must be a finite number, got {getattr(self, name)}")
         if not (self.lr > 0 and self.min_lr >= 0):
             raise ValueError(f"--lr must be > 0 and --min-lr >= 0, got {self.lr} and {self.min_lr}")
+        if self.min_lr > self.lr:
+            raise ValueError(f"--min-lr {self.min_lr:g} is above --lr {self.lr:g}: the decay would "
+                             f"raise the learning rate. Give a --min-lr of at most {self.lr:g}")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("--weight-decay and --grad-clip must be >= 0")
         if self.warmup_iters < 0:
@@ -495,10 +498,14 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
         resumes = list(saved.get("resumes", []))
         if changes:
             resumes.append({"iteration": int(saved["iteration"]), "changed": changes})
+    if not resume:
+        apply_recipe(opts, given)
+        if "lr" in given and "min_lr" not in given:
+            opts.min_lr = opts.lr / 10         # the decay's floor follows a chosen peak rate
     opts.check()
-    if opts.lr_decay_iters is None:
-        opts.lr_decay_iters = opts.max_iters       # fixed now, so a later --max-iters extends
-    threads = opts.threads                         # the run on a defined schedule
+    if opts.lr_decay_iters is None:     # fixed now: a later --max-iters extends the run
+        opts.lr_decay_iters = opts.max_iters   # on a defined schedule
+    threads = opts.threads
     if threads is None and world.size > 1:         # ranks sharing a machine share its cores
         threads = max(1, (os.cpu_count() or 1) // world.local_size)
     if threads:
@@ -509,7 +516,6 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
         raise ValueError(f"the run in {out} is at iteration {start_iter}; --max-iters "
                          f"{opts.max_iters} would end before it. Give a larger --max-iters")
     if not resume:
-        apply_recipe(opts, given)
         opts.data = data_path(opts.data)
         if opts.init_from and os.path.isdir(opts.init_from):
             opts.init_from = str(Path(opts.init_from).resolve())
