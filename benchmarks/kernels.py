@@ -1,11 +1,14 @@
 """Numba kernels against NumPy at the GPT shapes of tinygpt's default model, side by side.
 
-    python benchmarks/kernels.py [--repeats N] [--owner blas|numba|both]
+    python benchmarks/kernels.py [--repeats N] [--owner blas|numba|both] [--threads N]
+
+(--threads 1: what "auto" threads give BLAS with another process busy on a 2-core machine.)
 
 For each thread owner (tensor/kernels/threads.py) prints one line per measurement: GFLOP/s of the
 Numba matmul kernel and of np.matmul, their ratio, and the path `matmul` dispatches to; then
 softmax forward + backward in microseconds. Both sides run in the same process, alternately,
-after a warm-up; each number is the best of N runs (the least disturbed one).
+after a warm-up; each number is the best of N runs (the least disturbed one). A last line per
+owner counts the products where the Numba kernel beat np.matmul and where `matmul` sent them.
 """
 import argparse
 import os
@@ -55,6 +58,8 @@ def fmt(shape):
 
 
 def bench_matmul(rng, repeats):
+    """Prints one line per product; returns [(numba/numpy speed ratio, matmul's path), ...]."""
+    found = []
     for name, sa, sb in PRODUCTS:
         a = rng.standard_normal(sa).astype(np.float32)
         b = rng.standard_normal(sb).astype(np.float32)
@@ -69,6 +74,19 @@ def bench_matmul(rng, repeats):
             print(f"matmul {name:<12} {kind:<8} {text:<26} numba {flops / t_numba / 1e9:6.1f} "
                   f"GFLOP/s  numpy {flops / t_numpy / 1e9:6.1f} GFLOP/s  numba/numpy "
                   f"{t_numpy / t_numba:4.2f}  matmul->{K.matmul_path(x, y)}", flush=True)
+            found.append((t_numpy / t_numba, K.matmul_path(x, y)))
+    return found
+
+
+def dispatch_summary(found, owner, blas_threads, numba_threads):
+    """One line: where the Numba kernel beat np.matmul, and where `matmul` sent the products."""
+    wins = [r for r, _ in found if r > 1.0]
+    to_numba = [r for r, path in found if path == "numba"]
+    wrong = sum((r > 1.0) != (path == "numba") for r, path in found)
+    print(f"dispatch, owner={owner!r} (BLAS {blas_threads} thr., Numba {numba_threads} thr.): "
+          f"the Numba kernel is faster in {len(wins)} of {len(found)} products (numba/numpy "
+          f"{min(r for r, _ in found):.2f}-{max(r for r, _ in found):.2f}); matmul sends "
+          f"{len(to_numba)} to Numba; {wrong} sent to the slower side", flush=True)
 
 
 def bench_softmax(rng, repeats, dtype=np.float32):
@@ -115,8 +133,9 @@ def main():
         print(f"threads: set_num_threads({threads}, owner={owner!r}) -> BLAS {blas_threads} "
               f"thread(s), Numba kernels {numba_threads} thread(s); float32, best of "
               f"{args.repeats}")
-        bench_matmul(rng, args.repeats)
+        found = bench_matmul(rng, args.repeats)
         bench_softmax(rng, args.repeats)
+        dispatch_summary(found, owner, blas_threads, numba_threads)
 
 
 if __name__ == "__main__":

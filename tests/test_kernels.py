@@ -19,8 +19,8 @@ MATMULS = {"matmul": K.matmul, "matmul_numba": K.matmul_numba, "matmul_ref": K.m
 
 @pytest.fixture
 def thread_policy():
-    """Lets a test change the thread policy and puts the old one back afterwards."""
-    before = K.get_num_threads(), K.get_thread_owner()
+    """Lets a test change the thread policy and puts the old one back afterwards ("auto" too)."""
+    before = K.get_thread_setting()
     yield
     K.set_num_threads(*before)
 

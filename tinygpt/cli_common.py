@@ -23,8 +23,8 @@ class Number(click.FloatRange):
 POSITIVE = click.IntRange(min=1)
 SEED = click.IntRange(0, 2**32 - 1)        # what NumPy's generators accept
 
-THREADS_HELP = ("CPU threads for the kernels (default: all cores). On a busy machine, 1 can be "
-                "faster.")
+THREADS_HELP = ("CPU threads for the kernels (default: auto, the cores other processes leave "
+                "free, looked at again every second).")
 
 
 def threads_option(f):

@@ -507,7 +507,8 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
         opts.lr_decay_iters = opts.max_iters   # on a defined schedule
     threads = opts.threads
     if threads is None and world.size > 1:         # ranks sharing a machine share its cores
-        threads = max(1, (os.cpu_count() or 1) // world.local_size)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        threads = max(1, (cores or 1) // world.local_size)
     if threads:
         from tensor.kernels import set_num_threads
         set_num_threads(threads)

@@ -7,13 +7,16 @@ gradients). Every kernel has a plain-NumPy reference beside it, which the tests 
     softmax_forward(x, scale, causal)      y = softmax(scale * x) over the last axis
     softmax_backward(y, g, scale)          dx = scale * y * (g - Σ g·y)
     softmax_forward_ref / softmax_backward_ref     their NumPy references
-    set_num_threads(n, owner="blas"), get_num_threads(), get_thread_owner(), blas_info()
+    set_num_threads(n | "auto", owner="blas"), get_num_threads(), get_thread_owner(),
+    get_thread_setting(), blas_info()      who owns the cores; "auto" (the default) follows the load
 """
-from .threads import set_num_threads, get_num_threads, get_thread_owner, blas_info
+from .threads import (set_num_threads, get_num_threads, get_thread_owner, get_thread_setting,
+                      blas_info)
 from .matmul import matmul, matmul_numba, matmul_ref, matmul_path
 from .softmax import (softmax_forward, softmax_backward, softmax_forward_ref,
                       softmax_backward_ref, causal_mask)
 
 __all__ = ["matmul", "matmul_numba", "matmul_ref", "matmul_path",
            "softmax_forward", "softmax_backward", "softmax_forward_ref", "softmax_backward_ref",
-           "causal_mask", "set_num_threads", "get_num_threads", "get_thread_owner", "blas_info"]
+           "causal_mask", "set_num_threads", "get_num_threads", "get_thread_owner",
+           "get_thread_setting", "blas_info"]
