@@ -2,6 +2,15 @@
 16-token prompt, 64 new tokens, greedy, with the key/value cache, the same thread count.
 
     python benchmarks/generate_speed.py [--threads N] [--rounds 3] [--runs 1] [--new-tokens 64]
+    python benchmarks/generate_speed.py --dtypes float32,bfloat16,int8 --batches 1,8
+
+--dtypes: one tinygpt worker per weight dtype (tinygpt/quantize.py: bfloat16 or int8 weights,
+float32 activations), each beside the same transformers float32 reference. --batches: each
+tinygpt worker also decodes B copies of the prompt together (tinygpt.generate.generate_batch,
+one batched KV cache); its tokens/s counts all B rows, and "vs batch 1" divides it by the same
+dtype's single-stream tokens/s (goal: >= 3x at B = 8). Each tinygpt worker also reports its
+weight bytes and its resident memory (RSS) after the model is built and quantized, and its
+peak RSS (which includes the float32 model it was quantized from).
 
 tinygpt: `tinygpt.generate.generate(model, prompt, 64, temperature=0)` on GPT(GPTConfig(), seed=0).
 transformers: `GPT2LMHeadModel(GPT2Config())` (random init, eval mode, torch.no_grad) and
@@ -34,12 +43,21 @@ def prompt_ids(seed: int) -> list[int]:
     return [int(i) for i in np.random.default_rng(seed).integers(0, VOCAB, PROMPT_LEN)]
 
 
+def rss_mb() -> tuple[float, float]:
+    """(resident memory now, peak resident memory) of this process, in MB (Linux)."""
+    import resource
+    with open("/proc/self/statm") as f:
+        now = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return now / 1e6, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6   # KiB
+
+
 def tinygpt_worker(a):
     import numba
     import tensor
     from tensor import kernels
-    from tinygpt.generate import generate
+    from tinygpt.generate import generate, generate_batch
     from tinygpt.model import GPT, GPTConfig
+    from tinygpt.quantize import quantize_gpt, weight_nbytes
 
     if a.owner:
         kernels.set_num_threads(a.threads, owner=a.owner)
@@ -47,24 +65,31 @@ def tinygpt_worker(a):
         kernels.set_num_threads(a.threads)
     t = time.perf_counter()
     model = GPT(GPTConfig(), seed=0)               # GPT-2 124M, random weights
+    quantize_gpt(model, a.dtype)                   # float32: unchanged
     build = time.perf_counter() - t
     prompt = prompt_ids(a.seed)
 
-    def run(n_new):
+    def run(n_new, batch):
         t0 = time.perf_counter()
         first, count = None, 0
-        for _ in generate(model, prompt, n_new, temperature=0):   # greedy, KV cache
-            count += 1
+        steps = (generate(model, prompt, n_new, temperature=0) if batch == 1 else
+                 generate_batch(model, [prompt] * batch, n_new, temperature=0))
+        for step in steps:                         # greedy, KV cache
+            count += 1 if batch == 1 else sum(t is not None for t in step)
             if first is None:
                 first = time.perf_counter() - t0
         return {"total": time.perf_counter() - t0, "first": first, "new": count}
 
-    run(a.new_tokens)                              # warm-up: Numba, allocator, page faults
+    for batch in a.batches:                        # warm-up: Numba, allocator, page faults
+        run(a.new_tokens, batch)
     blas = kernels.blas_info()
+    now, peak = rss_mb()
     serve({"threads": kernels.get_num_threads(), "owner": kernels.get_thread_owner(),
            "blas_threads": blas["threads"], "numba_threads": numba.get_num_threads(),
-           "fused": tensor.is_fused(), "params": model.num_parameters(), "build_s": build},
-          lambda req: {"runs": [run(req["new"]) for _ in range(req["runs"])]})
+           "fused": tensor.is_fused(), "params": model.num_parameters(), "build_s": build,
+           "weight_mb": weight_nbytes(model) / 1e6, "rss_mb": now, "peak_rss_mb": peak},
+          lambda req: {"runs": [run(req["new"], req.get("batch", 1))
+                                for _ in range(req["runs"])]})
 
 
 def transformers_worker(a):
@@ -121,8 +146,17 @@ def main():
     p.add_argument("--runs", type=int, default=1, help="generations per side and round")
     p.add_argument("--side", choices=("both", "tinygpt", "transformers"), default="both")
     p.add_argument("--seed", type=int, default=0, help="seed of the random prompt")
+    p.add_argument("--dtypes", default="float32",
+                   help="comma-separated tinygpt weight dtypes: float32, bfloat16, int8")
+    p.add_argument("--batches", default="1",
+                   help="comma-separated numbers of sequences decoded together (tinygpt)")
+    p.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)   # one worker's
     p.add_argument("--worker", choices=("tinygpt", "transformers"), help=argparse.SUPPRESS)
     a = p.parse_args()
+    a.batches = sorted({int(b) for b in a.batches.split(",")})
+    dtypes = [d.strip() for d in a.dtypes.split(",")]
+    if any(d not in ("float32", "bfloat16", "int8") for d in dtypes) or min(a.batches) < 1:
+        p.error("--dtypes takes float32, bfloat16, int8; --batches positive integers")
     if min(a.threads, a.new_tokens, a.rounds, a.runs) < 1:
         p.error("--threads, --new-tokens, --rounds and --runs must be at least 1")
     if a.worker == "tinygpt":
@@ -140,14 +174,20 @@ def main():
               str(a.seed)]
     workers = {}
     try:
-        if a.side in ("both", "tinygpt"):
-            w = Worker([__file__, "--worker", "tinygpt", *common, *own])
+        for dtype in (dtypes if a.side in ("both", "tinygpt") else []):
+            batches = ",".join(map(str, a.batches))
+            w = Worker([__file__, "--worker", "tinygpt", *common, *own, "--dtype", dtype,
+                        "--batches", batches])
             i = w.info
-            print(f"tinygpt worker: threads {i['threads']}, owner {i['owner']!r} -> BLAS "
-                  f"{i['blas_threads']}, Numba {i['numba_threads']}; is_fused() {i['fused']} "
-                  f"(TENSOR_FUSED={os.environ.get('TENSOR_FUSED', 'unset')}); "
-                  f"{i['params']:,} parameters, random init {i['build_s']:.1f} s", flush=True)
-            workers["tinygpt"] = (w, {})
+            print(f"tinygpt {dtype} worker: threads {i['threads']}, owner {i['owner']!r} -> "
+                  f"BLAS {i['blas_threads']}, Numba {i['numba_threads']}; is_fused() "
+                  f"{i['fused']} (TENSOR_FUSED={os.environ.get('TENSOR_FUSED', 'unset')}); "
+                  f"{i['params']:,} float parameters, random init + quantize {i['build_s']:.1f} s; "
+                  f"weights {i['weight_mb']:,.0f} MB, RSS {i['rss_mb']:,.0f} MB now, "
+                  f"{i['peak_rss_mb']:,.0f} MB peak", flush=True)
+            for batch in a.batches:
+                name = f"tinygpt {dtype}" + (f" x{batch}" if batch > 1 else "")
+                workers[name] = (w, {"batch": batch})
         if a.side in ("both", "transformers"):
             if installed("torch") and installed("transformers"):
                 w = Worker([__file__, "--worker", "transformers", *common])
@@ -160,28 +200,33 @@ def main():
                 print(skip_message("the transformers side", "torch or transformers"))
         results = alternate(workers, a.rounds, {"runs": a.runs, "new": a.new_tokens})
     finally:
-        for w, _ in workers.values():
+        for w in {id(w): w for w, _ in workers.values()}.values():
             w.close()
 
     stats = {}
     for side, answers in results.items():
         runs = [r for ans in answers for r in ans["runs"]]
-        if any(r["new"] != a.new_tokens for r in runs):
+        want = a.new_tokens * (int(side.split(" x")[1]) if " x" in side else 1)
+        if any(r["new"] != want for r in runs):
             print(f"warning: {side} produced {[r['new'] for r in runs]} new tokens, "
-                  f"not {a.new_tokens} each; tokens/s uses the actual count")
+                  f"not {want} each; tokens/s uses the actual count")
         total, t25, t75 = spread([r["total"] / r["new"] for r in runs])     # s per token
         first = spread([r["first"] for r in runs])[0]
         later = spread([(r["total"] - r["first"]) / max(1, r["new"] - 1) for r in runs])[0]
         stats[side] = (1 / total, 1 / t75, 1 / t25, first, later, len(runs))
     print("| benchmark | side | tokens/s (median) | p25-p75 tokens/s | first token ms "
-          "| ms per later token | speed vs transformers | runs |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    names = {"tinygpt": "tinygpt", "transformers": f"transformers {version('transformers')}"}
+          "| ms per later step | speed vs transformers | vs batch 1 | runs |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for side, (tps, lo, hi, first, later, n) in stats.items():
         ratio = (f"{tps / stats['transformers'][0]:.2f}x" if "transformers" in stats else "n/a")
+        single = side.split(" x")[0] if " x" in side else None
+        vs_one = (f"{tps / stats[single][0]:.2f}x" if single in stats else "")
+        name = (f"transformers {version('transformers')} float32" if side == "transformers"
+                else side)
+        later_step = later * (int(side.split(" x")[1]) if " x" in side else 1)
         print(f"| generate GPT-2 124M ({PROMPT_LEN} + {a.new_tokens} tokens, greedy, "
-              f"{a.threads} thr) | {names[side]} | {tps:.1f} | {lo:.1f}-{hi:.1f} "
-              f"| {first * 1e3:.0f} | {later * 1e3:.1f} | {ratio} | {n} |")
+              f"{a.threads} thr) | {name} | {tps:.1f} | {lo:.1f}-{hi:.1f} "
+              f"| {first * 1e3:.0f} | {later_step * 1e3:.1f} | {ratio} | {vs_one} | {n} |")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import click
 
-from .cli_common import (pick_alias, pick_prompt, run_option, sampling_options, set_threads,
-                         load_for_command, stream_samples)
+from .cli_common import pick_alias, pick_prompt, run_option, sampling_options, set_threads
+# `sample` shares --dtype and the batched printing of several samples with `generate`
+from .cli_pretrained import dtype_option, load_with_dtype, print_samples
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -23,9 +24,10 @@ def main():
 @run_option(help="The run directory written by `tinygpt train --out` (or any model "
                  "`generate` takes).")
 @sampling_options
+@dtype_option
 @click.pass_context
 def sample(ctx, model_name, out_alias, prompt_arg, prompt_opt, num_samples, max_new_tokens,
-           temperature, top_k, top_p, seed, stop_at_eot, which, threads):
+           temperature, top_k, top_p, seed, stop_at_eot, which, threads, dtype):
     """Write text with a model trained by `tinygpt train` (its best checkpoint by default).
 
     \b
@@ -33,13 +35,15 @@ def sample(ctx, model_name, out_alias, prompt_arg, prompt_opt, num_samples, max_
       tinygpt sample --model out --checkpoint latest "ROMEO:"
 
     `tinygpt generate` is the same command for a released GPT-2 (its --model defaults to gpt2).
+    --num-samples N decodes the N samples together (sample 1 streams, the others print at the
+    end); --dtype int8 or bfloat16 runs with compact weights.
     """
     model_name = pick_alias(ctx, model_name, out_alias)
     prompt = pick_prompt(prompt_arg, prompt_opt)
     set_threads(threads)
-    model, tok = load_for_command(model_name, which)
-    stream_samples(model, tok, prompt, num_samples, max_new_tokens, temperature, top_k, top_p,
-                   seed, stop_at_eot)
+    model, tok = load_with_dtype(model_name, which, dtype)
+    print_samples(model, tok, prompt, num_samples, max_new_tokens, temperature, top_k, top_p,
+                  seed, stop_at_eot)
 
 
 # `train` lives in tinygpt/cli_train.py; `generate`, `perplexity` and `export` (pretrained GPT-2

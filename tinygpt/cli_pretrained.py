@@ -1,6 +1,7 @@
 """`tinygpt generate`, `tinygpt perplexity`, `tinygpt export`: pretrained GPT-2 and Hugging Face files.
 
     tinygpt generate --model gpt2 "Hello, I'm a language model,"
+    tinygpt generate --model gpt2 --dtype int8 --num-samples 8 "Once upon a time"
     tinygpt perplexity --model gpt2 tinygpt/data/tinyshakespeare.txt --max-tokens 20000
     tinygpt export --model out --to my-gpt2
 
@@ -8,6 +9,8 @@ Models are loaded by tinygpt/loading.py (one loader for names, Hugging Face dire
 training runs); the options shared with `sample` are in tinygpt/cli_common.py.
 """
 from __future__ import annotations
+
+import time
 
 import click
 
@@ -17,14 +20,97 @@ from .cli_common import (MODEL_HELP, POSITIVE, checkpoint_option, load_for_comma
 
 
 # ----------------------------------------------------------------------------------------------
+# --dtype: the weights in bfloat16 or int8 (inference only; tinygpt/quantize.py)
+# ----------------------------------------------------------------------------------------------
+
+DTYPE_HELP = ("Weights for this run: float32 (as stored), bfloat16 (half the bytes) or int8 "
+              "(a quarter, one scale per output). Activations stay float32; generation is "
+              "bound by reading the weights, so fewer bytes are faster.")
+
+
+def dtype_option(f):
+    """`--dtype float32|bfloat16|int8`, the same on generate, sample and perplexity."""
+    return click.option("--dtype", type=click.Choice(["float32", "bfloat16", "int8"]),
+                        default="float32", show_default=True, help=DTYPE_HELP)(f)
+
+
+def load_with_dtype(model_name, which, dtype):
+    """load_for_command, then the weights quantized to dtype (stderr says how many bytes)."""
+    from .quantize import quantize_gpt, weight_nbytes
+    model, tok = load_for_command(model_name, which)
+    if dtype != "float32" and getattr(model, "weight_dtype", "float32") != dtype:
+        quantize_gpt(model, dtype)
+    if dtype != "float32":
+        click.echo(f"weights in {dtype}: {weight_nbytes(model) / 1e6:,.0f} MB", err=True)
+    return model, tok
+
+
+# ----------------------------------------------------------------------------------------------
+# Several samples at once: one batched KV cache (tinygpt/generate.py: generate_batch)
+# ----------------------------------------------------------------------------------------------
+
+def print_samples(model, tok, prompt: str, num_samples: int, max_new_tokens: int,
+                  temperature: float, top_k: int, top_p, seed, stop_at_eot: bool) -> None:
+    """One sample: streamed token by token (cli_common.stream_samples). Several: decoded
+    together, one batched forward pass per step (each step reads the weights once for all of
+    them). Sample 1 is streamed as it comes; samples 2..N are printed when the batch is done,
+    each after a line of dashes, as one at a time would print them. Sample i draws from
+    seed + i, as it does one at a time, so a seed gives the same text either way (up to
+    rounding in the batched products)."""
+    if num_samples == 1:
+        stream_samples(model, tok, prompt, num_samples, max_new_tokens, temperature, top_k,
+                       top_p, seed, stop_at_eot)
+        return
+    from . import generate as gen
+    try:
+        text = gen.prompt_text(tok, prompt)
+        ids = gen.encode_prompt(tok, text)
+    except (ValueError, KeyError) as e:   # an empty prompt, a character the vocabulary lacks
+        raise click.ClickException(f"cannot use the prompt: {e}") from None
+    stop = getattr(tok, "eot_token", None) if stop_at_eot else None
+    streams = [gen.TextStream(tok) for _ in range(num_samples)]
+    texts = [[] for _ in range(num_samples)]               # samples 2..N, kept until the end
+    seeds = [None if seed is None else seed + n for n in range(num_samples)]
+    click.echo(text, nl=False)
+    t0, count, interrupted = time.perf_counter(), 0, False
+    try:
+        for step in gen.generate_batch(model, [ids] * num_samples, max_new_tokens, temperature,
+                                       top_k or None, top_p, seeds=seeds, stop_token=stop,
+                                       vocab_size=tok.vocab_size):
+            for n, token in enumerate(step):
+                if token is None:          # this sample ended earlier
+                    continue
+                count += 1
+                if token == stop:
+                    continue
+                piece = streams[n].feed(token)
+                if n == 0:
+                    click.echo(piece, nl=False)             # sample 1 streams
+                else:
+                    texts[n].append(piece)
+    except KeyboardInterrupt:
+        interrupted = True
+    click.echo(streams[0].flush())
+    for n in range(1, num_samples):
+        click.echo("-" * 40)
+        click.echo(text + "".join(texts[n]) + streams[n].flush())
+    seconds = time.perf_counter() - t0
+    click.echo(f"[{num_samples} samples decoded together: {count} tokens in {seconds:.1f} s, "
+               f"{count / max(seconds, 1e-9):.1f} tokens/s]", err=True)
+    if interrupted:
+        return
+
+
+# ----------------------------------------------------------------------------------------------
 # generate
 # ----------------------------------------------------------------------------------------------
 
 @click.command()
 @click.option("--model", "model_name", default="gpt2", show_default=True, help=MODEL_HELP)
 @sampling_options
+@dtype_option
 def generate_cmd(model_name, prompt_arg, prompt_opt, num_samples, max_new_tokens, temperature,
-                 top_k, top_p, seed, stop_at_eot, which, threads):
+                 top_k, top_p, seed, stop_at_eot, which, threads, dtype):
     """Continue PROMPT with a pretrained GPT-2, printing tokens as they come.
 
     \b
@@ -32,12 +118,14 @@ def generate_cmd(model_name, prompt_arg, prompt_opt, num_samples, max_new_tokens
       tinygpt generate --model path/to/hf-dir --temperature 0 "The meaning of life is"
 
     `tinygpt sample` is the same command for a training run (its --model defaults to out).
+    --num-samples N decodes the N samples together (sample 1 streams, the others print at the
+    end); --dtype int8 or bfloat16 runs with compact weights.
     """
     prompt = pick_prompt(prompt_arg, prompt_opt)
     set_threads(threads)
-    model, tok = load_for_command(model_name, which)
-    stream_samples(model, tok, prompt, num_samples, max_new_tokens, temperature, top_k, top_p,
-                   seed, stop_at_eot)
+    model, tok = load_with_dtype(model_name, which, dtype)
+    print_samples(model, tok, prompt, num_samples, max_new_tokens, temperature, top_k, top_p,
+                  seed, stop_at_eot)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -53,7 +141,8 @@ def generate_cmd(model_name, prompt_arg, prompt_opt, num_samples, max_new_tokens
 @click.option("--max-tokens", type=POSITIVE, help="Evaluate only the first N tokens of FILE.")
 @checkpoint_option
 @threads_option
-def perplexity_cmd(file, model_name, stride, max_tokens, which, threads):
+@dtype_option
+def perplexity_cmd(file, model_name, stride, max_tokens, which, threads, dtype):
     """Perplexity of a model on a UTF-8 text FILE, over strided windows.
 
     Perplexity is exp(mean negative log-likelihood per token): the model is, on average, as
@@ -67,7 +156,7 @@ def perplexity_cmd(file, model_name, stride, max_tokens, which, threads):
         text = read_text(file)                # before the (slow) model load: a bad file is quick
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e) if str(file) in str(e) else f"{file}: {e}") from None
-    model, tok = load_for_command(model_name, which)
+    model, tok = load_with_dtype(model_name, which, dtype)
     try:
         ids = tok.encode(text)
     except (ValueError, KeyError) as e:       # a character the model's vocabulary lacks

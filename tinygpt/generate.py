@@ -7,9 +7,11 @@ again from scratch (a sliding window), as the model never saw positions past blo
 training.
 
 generate() streams the new ids of one sequence; GPT.generate (tinygpt/model.py) is the nanoGPT-
-style method over it that returns whole (B, T + new) arrays. This file knows a model only by
-what it calls (model.config, model(ids, cache=, last_only=)), so it does not import model.py,
-which imports it.
+style method over it that returns whole (B, T + new) arrays. generate_batch() decodes several
+sequences of one length together, B rows per forward pass in one KVCache (`--num-samples N`):
+a decode step is bound by reading the weights, so B rows cost little more than one. This file
+knows a model only by what it calls (model.config, model(ids, cache=, last_only=)), so it does
+not import model.py, which imports it.
 """
 from __future__ import annotations
 
@@ -135,6 +137,65 @@ def generate(model: GPT, ids, max_new_tokens: int, temperature: float = 1.0,
                 pending = [nxt] if use_cache else ids[-block:]
                 if not use_cache:
                     cache = None
+    finally:
+        model.train(was_training)
+
+
+def generate_batch(model: GPT, prompts, max_new_tokens: int, temperature: float = 1.0,
+                   top_k: int | None = None, top_p: float | None = None, seeds=None,
+                   stop_token: int | None = None, vocab_size: int | None = None):
+    """Several sequences decoded together: one forward pass of B rows per step, one KVCache
+    whose buffers are (B, nh, T, hs). Yields, per step, a list of B new ids; a row that ended
+    (it sampled stop_token at an earlier step) gets None.
+
+    Why it is faster: a one-row step reads every weight for 2 flops each (memory-bound); B rows
+    read the weights once for 2B flops each, so B samples cost little more than one.
+
+    prompts: B lists of ids, all of one length (several samples of one prompt, or prompts of
+    equal length: rows of different lengths would need a padding mask, which the model lacks).
+    seeds: B seeds (int, np.random.Generator or None), one random stream per row; row i then
+    draws exactly what generate(model, prompts[i], ..., seed=seeds[i]) would draw, up to the
+    rounding of the batched products. A row that ended keeps being fed its stop token, so every
+    row stays the same length (the cache has one length); its outputs are thrown away."""
+    rows = [[int(i) for i in p] for p in prompts]
+    if not rows or not rows[0]:
+        raise ValueError("generate_batch: give at least one prompt of at least one token")
+    if any(len(r) != len(rows[0]) for r in rows):
+        raise ValueError(f"generate_batch: the prompts have {sorted({len(r) for r in rows})} "
+                         f"tokens; batched rows must all have the same length (generate them "
+                         f"one at a time with generate())")
+    B = len(rows)
+    seeds = [None] * B if seeds is None else list(seeds)
+    if len(seeds) != B:
+        raise ValueError(f"generate_batch: {len(seeds)} seeds for {B} prompts; give one each")
+    rngs = [np.random.default_rng(s) for s in seeds]
+    done = [False] * B
+    block = model.config.block_size
+    was_training = model.training
+    model.eval()
+    try:
+        with tensor.no_grad():
+            cache, pending = None, None
+            for _ in range(max_new_tokens):
+                if cache is None or cache.length + pending.shape[1] > block:
+                    cache = KVCache(model.config.n_layer)
+                    pending = np.array([r[-block:] for r in rows])  # (B, T): the last window
+                logits, _ = model(pending, cache=cache, last_only=True)    # (B, 1, V)
+                step = []
+                for i in range(B):
+                    if done[i]:
+                        nxt = stop_token                    # fed on, never shown
+                        step.append(None)
+                    else:
+                        nxt = sample_next(logits.data[i, -1, :vocab_size], rngs[i],
+                                          temperature, top_k, top_p)
+                        done[i] = stop_token is not None and nxt == stop_token
+                        step.append(nxt)
+                    rows[i].append(nxt)
+                yield step
+                if all(done):
+                    return
+                pending = np.array([[r[-1]] for r in rows])            # (B, 1)
     finally:
         model.train(was_training)
 

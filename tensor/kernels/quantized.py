@@ -1,0 +1,246 @@
+"""Products with compact weights: int8 with one scale per output, or bfloat16. Arrays in, arrays
+out; the modules that use them (tensor/quant.py) own everything else.
+
+Why: generating one token multiplies one row of activations by every weight matrix, so the time
+goes into reading the weights from memory, not into arithmetic (2 flops per weight read). Fewer
+bytes per weight is the only way past that wall: int8 moves a quarter of float32's bytes, bfloat16
+half. The weights are widened to float32 (or float64) in registers, just before use, and every
+sum is accumulated in the activations' dtype.
+
+Layout: a quantized matrix is stored out-major, (N, K): one row per output, the K inputs of that
+output side by side. So one output is one dot product over a contiguous row, its int8 scale is
+one number per row, and GPT-2's token table (vocab, C) is already in this layout for the logits.
+
+    int8:      w[n, k] ≈ scale[n] * q[n, k],   scale[n] = max_k |w[n, k]| / 127,  q in [-127, 127]
+               out[m, n] = scale[n] * Σ_k x[m, k] * q[n, k]
+    bfloat16:  the top 16 bits of the float32 (sign, 8 exponent bits, 7 mantissa bits), rounded
+               to nearest even; widening puts them back on top of 16 zero bits.
+               out[m, n] = Σ_k x[m, k] * widen(u[n, k])
+
+    quantize_int8(w) / dequantize_int8(q, scale)        w: (N, K) float -> q int8, scale float32
+    to_bfloat16(w) / from_bfloat16(u)                   float32 <-> uint16 (N, K)
+    matmul_int8(x, q, scale), matmul_int8_ref           x (M, K) @ dequant(q).T -> (M, N)
+    matmul_bf16(x, u),        matmul_bf16_ref           x (M, K) @ widen(u).T   -> (M, N)
+
+The Numba kernels are for a few rows (one token, or a few sequences decoded together): each
+thread takes a block of outputs, widens one weight row at a time into a small buffer that stays in
+L1 cache, and takes its dot product with each of the M rows. Many rows (a prompt, a perplexity
+window) are better served by BLAS: the weights are widened a block at a time into float and
+multiplied there (the matrix product reuses each weight M times, so it is no longer memory-bound).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numba
+import numpy as np
+
+SMALL_M = 16          # up to this many rows, the Numba kernels; more, widen blocks + BLAS
+_BLOCK_N = 32         # outputs per parallel task in the kernels
+_BLAS_BLOCK_N = 4096  # outputs widened at a time on the BLAS path (4096 x K floats)
+_CHUNK = 1024         # rows quantized at a time
+
+
+# ----------------------------------------------------------------------------------------------
+# Compressing and widening (NumPy; done once, when a model is quantized)
+# ----------------------------------------------------------------------------------------------
+
+# q = round(w / scale),  scale = max|w| / 127 per row (per output)
+def quantize_int8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """w (N, K) float -> (q (N, K) int8, scale (N,) float32). Symmetric: 0 stays exactly 0, and
+    the largest |w| of each row maps to ±127. A row of zeros gets scale 1 (any scale is exact)."""
+    w = np.ascontiguousarray(w)        # row-major (N, K): a transposed view would give a
+    if w.ndim != 2:                    # column-major q, and the kernels read rows
+        raise ValueError(f"quantize_int8: expected a 2-D (outputs, inputs) matrix, got shape "
+                         f"{w.shape}")
+    if not np.all(np.isfinite(w)):
+        raise ValueError(f"quantize_int8: the {w.shape} matrix holds nan or inf; int8 cannot "
+                         f"store them (is the checkpoint damaged?)")
+    q = np.empty(w.shape, dtype=np.int8)
+    scale = np.empty(w.shape[0], dtype=np.float32)
+    for n0 in range(0, w.shape[0], _CHUNK):       # a block of rows at a time: the float
+        rows = w[n0:n0 + _CHUNK]                    # temporaries stay small for a big table
+        amax = np.abs(rows).max(axis=1).astype(np.float32)                 # (n,)
+        s = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
+        q[n0:n0 + _CHUNK] = np.rint(rows / s[:, None]).clip(-127, 127)     # (n, K)
+        scale[n0:n0 + _CHUNK] = s
+    return q, scale
+
+
+def dequantize_int8(q: np.ndarray, scale: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """(N, K) int8 and (N,) scales -> (N, K) floats."""
+    return q.astype(dtype) * scale.astype(dtype)[:, None]
+
+
+def to_bfloat16(w: np.ndarray) -> np.ndarray:
+    """float -> bfloat16 bits (uint16), rounded to nearest, ties to even (as PyTorch rounds)."""
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    if not np.all(np.isfinite(w)):
+        raise ValueError(f"to_bfloat16: the {w.shape} matrix holds nan or inf (is the checkpoint "
+                         f"damaged?)")
+    out = np.empty(w.shape, dtype=np.uint16)
+    flat, dst = w.reshape(-1), out.reshape(-1)
+    step = _CHUNK * 1024
+    for i in range(0, flat.size, step):           # a block at a time: small temporaries
+        bits = flat[i:i + step].view(np.uint32).astype(np.uint64)
+        bits += 0x7FFF + ((bits >> 16) & 1)       # round the 16 dropped bits, ties to even
+        dst[i:i + step] = bits >> 16
+    return out
+
+
+def from_bfloat16(u: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """bfloat16 bits (uint16) -> floats: the 16 bits on top of 16 zero bits."""
+    out = (np.asarray(u, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return out.astype(dtype, copy=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# int8:  out[m, n] = scale[n] * Σ_k x[m, k] * q[n, k]
+# ----------------------------------------------------------------------------------------------
+
+def matmul_int8_ref(x: np.ndarray, q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Plain NumPy: widen the whole matrix, then one product. x (M, K) -> (M, N) in x's dtype."""
+    return x @ dequantize_int8(q, scale, x.dtype).T
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def _int8_matvec(x, q, scale, out):
+    """One row (M = 1): widen each weight as it is read, no buffer."""
+    K = x.shape[1]
+    N = q.shape[0]
+    for block in numba.prange((N + _BLOCK_N - 1) // _BLOCK_N):
+        for n in range(block * _BLOCK_N, min(N, (block + 1) * _BLOCK_N)):
+            acc = out[0, n]                                  # 0, in x's dtype
+            for k in range(K):
+                acc += x[0, k] * q[n, k]
+            out[0, n] = acc * scale[n]
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def _int8_rows(x, q, scale, out):
+    """A few rows: widen each weight row once into a buffer, use it for every row of x."""
+    K = x.shape[1]
+    N = q.shape[0]
+    for block in numba.prange((N + _BLOCK_N - 1) // _BLOCK_N):
+        w = np.empty(K, dtype=x.dtype)                       # one widened row, stays in L1
+        for n in range(block * _BLOCK_N, min(N, (block + 1) * _BLOCK_N)):
+            for k in range(K):
+                w[k] = q[n, k]
+            _rows_dot(x, w, out, n)
+            for m in range(x.shape[0]):
+                out[m, n] *= scale[n]
+
+
+@numba.njit(fastmath=True, cache=True, nogil=True, inline="always")
+def _rows_dot(x, w, out, n):
+    """out[:, n] = x @ w for a widened weight row w (K,). Four rows of x at a time, so each
+    w[k] loaded feeds four independent sums (one sum alone waits on its own additions)."""
+    M, K = x.shape
+    m = 0
+    while m + 4 <= M:
+        a0 = out[m, n]
+        a1 = a0
+        a2 = a0
+        a3 = a0
+        for k in range(K):
+            wk = w[k]
+            a0 += x[m, k] * wk
+            a1 += x[m + 1, k] * wk
+            a2 += x[m + 2, k] * wk
+            a3 += x[m + 3, k] * wk
+        out[m, n], out[m + 1, n], out[m + 2, n], out[m + 3, n] = a0, a1, a2, a3
+        m += 4
+    while m < M:                                             # the last M % 4 rows
+        acc = out[m, n]
+        for k in range(K):
+            acc += x[m, k] * w[k]
+        out[m, n] = acc
+        m += 1
+
+
+def matmul_int8(x: np.ndarray, q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """x (M, K) float32/float64 times the int8 matrix (N, K) transposed -> (M, N), x's dtype."""
+    _check(x, q, "matmul_int8")
+    x, q = np.ascontiguousarray(x), np.ascontiguousarray(q)     # the kernels read rows
+    if x.shape[0] > SMALL_M:
+        return _blas_blocks(x, q.shape[0], lambda n0, n1: dequantize_int8(q[n0:n1], scale[n0:n1],
+                                                                          x.dtype))
+    out = np.zeros((x.shape[0], q.shape[0]), dtype=x.dtype)
+    kernel = _int8_matvec if x.shape[0] == 1 else _int8_rows
+    with kernel_threads():
+        kernel(x, q, scale.astype(x.dtype), out)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# bfloat16:  out[m, n] = Σ_k x[m, k] * widen(u[n, k])
+# ----------------------------------------------------------------------------------------------
+
+def matmul_bf16_ref(x: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Plain NumPy: widen the whole matrix, then one product. x (M, K) -> (M, N) in x's dtype."""
+    return x @ from_bfloat16(u, x.dtype).T
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def _bf16_rows(x, u, out):
+    K = x.shape[1]
+    N = u.shape[0]
+    for block in numba.prange((N + _BLOCK_N - 1) // _BLOCK_N):
+        bits = np.empty(K, dtype=np.uint32)
+        w = bits.view(np.float32)                            # the same buffer, read as floats
+        for n in range(block * _BLOCK_N, min(N, (block + 1) * _BLOCK_N)):
+            for k in range(K):
+                bits[k] = np.uint32(u[n, k]) << 16           # bfloat16 -> float32: exact
+            _rows_dot(x, w, out, n)
+
+
+def matmul_bf16(x: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """x (M, K) float32/float64 times the bfloat16 matrix (N, K) transposed -> (M, N)."""
+    _check(x, u, "matmul_bf16")
+    x, u = np.ascontiguousarray(x), np.ascontiguousarray(u)     # the kernels read rows
+    if x.shape[0] > SMALL_M:
+        return _blas_blocks(x, u.shape[0], lambda n0, n1: from_bfloat16(u[n0:n1], x.dtype))
+    out = np.zeros((x.shape[0], u.shape[0]), dtype=x.dtype)
+    with kernel_threads():
+        _bf16_rows(x, u, out)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared
+# ----------------------------------------------------------------------------------------------
+
+def _blas_blocks(x, N, widen):
+    """Many rows: widen a block of weight rows at a time and let BLAS multiply (out[:, n0:n1] =
+    x @ widen(n0, n1).T), so at most _BLAS_BLOCK_N x K widened floats exist at once."""
+    out = np.empty((x.shape[0], N), dtype=x.dtype)
+    for n0 in range(0, N, _BLAS_BLOCK_N):
+        n1 = min(N, n0 + _BLAS_BLOCK_N)
+        np.matmul(x, widen(n0, n1).T, out=out[:, n0:n1])
+    return out
+
+
+@contextlib.contextmanager
+def kernel_threads():
+    """Run a kernel on every thread the policy allows (tensor.kernels.set_num_threads; all
+    cores by default), whoever owns them for products: these kernels are bound by memory
+    traffic, and one core alone cannot draw all of the memory bandwidth."""
+    from . import get_num_threads              # (imported late: kernels/__init__ imports much)
+    before = numba.get_num_threads()
+    want = max(1, min(get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if want == before:                         # (setting it costs a few microseconds)
+        yield
+        return
+    numba.set_num_threads(want)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def _check(x, w, op):
+    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
+        raise ValueError(f"{op}: x {x.shape} and the weight (outputs, inputs) {w.shape} do not "
+                         f"fit: x must be (rows, {w.shape[1] if w.ndim == 2 else 'inputs'})")
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{op}: x must be float32 or float64, got {x.dtype}")
