@@ -157,16 +157,37 @@ def neg(x) -> Tensor:
     return _node(-x.data, "neg", (x,), backward)
 
 
-# out = x ** p  (p a number);  dx = g * p * x^(p-1)
-def pow(x, p) -> Tensor:
-    x = as_tensor(x)
-    if not isinstance(p, numbers.Real) or isinstance(p, bool):
-        raise TypeError(f"pow: the exponent must be a Python number, got {type(p).__name__}; "
-                        f"for a tensor exponent write exp(y * log(x))")
-    p = p.item() if isinstance(p, np.generic) else p    # a Python number keeps x's dtype
+# out = x ** y;  dx = g · y · x^(y-1),  dy = g · out · ln x
+#   (dx = 0 where y = 0, as x⁰ = 1 is flat even at x = 0; dy = 0 where x = 0 and y ≥ 0, as
+#   PyTorch; ln x of a negative x is NaN: a negative base has no real derivative in y)
+def pow(x, y) -> Tensor:
+    """x ** y. y a number (the common case: x², x⁻¹, √x), or a tensor/array of exponents;
+    x may also be a number (`2 ** t`, Tensor.__rpow__)."""
+    if isinstance(y, numbers.Real) and not isinstance(y, (bool, np.bool_)) and \
+            isinstance(x, Tensor):
+        return _pow_number(x, y.item() if isinstance(y, np.generic) else y)
+    x, y = _binary("pow", x, y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = x.data ** y.data
+    def backward(g):
+        with np.errstate(divide="ignore", invalid="ignore"):    # inf·0 below is masked out
+            if x.requires_grad:
+                dx = np.where(y.data == 0, 0.0, g * y.data * x.data ** (y.data - 1))
+                x.grad += unbroadcast(dx.astype(x.dtype, copy=False), x.shape)
+            if y.requires_grad:
+                dy = np.where((x.data == 0) & (y.data >= 0), 0.0, g * out * np.log(x.data))
+                y.grad += unbroadcast(dy.astype(y.dtype, copy=False), y.shape)
+    return _node(out, "pow", (x, y), backward)
+
+
+# out = x ** p  (p a Python number: keeps x's dtype);  dx = g · p · x^(p-1)  (0 for p = 0)
+def _pow_number(x: Tensor, p) -> Tensor:
     out = x.data ** p
     def backward(g):
-        x.grad += g * p * x.data ** (p - 1)
+        if p == 0:        # x⁰ = 1 everywhere: p·x^(p-1) would be 0·inf = NaN at x = 0
+            x.grad += np.zeros_like(g)
+        else:
+            x.grad += g * p * x.data ** (p - 1)
     return _node(out, "pow", (x,), backward)
 
 
@@ -221,22 +242,42 @@ def relu(x) -> Tensor:
 _GELU_C = math.sqrt(2.0 / math.pi)
 
 
-# GPT-2's GELU, the tanh approximation:  out = ½x(1 + tanh(u)),  u = c(x + 0.044715x³),  c = √(2/π)
+# GELU(x) = x·Φ(x), Φ the standard normal CDF.
+# approximate="tanh", GPT-2's form:  out = ½x(1 + tanh(u)),  u = c(x + 0.044715x³),  c = √(2/π)
 #   dx = g * [½(1 + t) + ½x(1 - t²) c (1 + 3·0.044715x²)],  t = tanh(u)
-def gelu(x) -> Tensor:
+def gelu(x, approximate: str = "tanh") -> Tensor:
+    """GELU. approximate="tanh" (the default here, GPT-2's form) or "none" (the exact erf form,
+    PyTorch's default: pass approximate="none" to match torch.nn.functional.gelu(x)). The two
+    differ by up to ~5e-4. Only the tanh form has a fused kernel."""
     x = as_tensor(x)
-    if _t._fused:   # one Numba pass (tensor/kernels/fused.py) instead of the lines below
+    if approximate == "none":
+        return _gelu_exact(x)
+    if approximate != "tanh":
+        raise ValueError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")
+    fused = _t._fused   # decided once, here: backward follows the same path
+    if fused:           # one Numba pass (tensor/kernels/fused.py) instead of the lines below
         out = fk.gelu_forward(x.data)
     else:
         x2 = x.data * x.data                 # (x·x·x is much faster than x ** 3 in NumPy)
         t = np.tanh(_GELU_C * x.data * (1 + 0.044715 * x2))
         out = 0.5 * x.data * (1 + t)
     def backward(g):
-        if _t._fused:
+        if fused:
             x.grad += fk.gelu_backward(x.data, g)
             return
         dudx = _GELU_C * (1 + 3 * 0.044715 * x2)
         x.grad += g * (0.5 * (1 + t) + 0.5 * x.data * (1 - t * t) * dudx)
+    return _node(out, "gelu", (x,), backward)
+
+
+# The exact GELU:  out = xΦ(x) = ½x(1 + erf(x/√2));  dx = g · (Φ(x) + x·φ(x))
+#   with φ(x) = e^(-x²/2)/√(2π), the standard normal density
+def _gelu_exact(x: Tensor) -> Tensor:
+    cdf = 0.5 * (1 + fk.erf(x.data * x.dtype.type(1 / math.sqrt(2))))      # Φ(x)
+    out = x.data * cdf
+    def backward(g):
+        pdf = np.exp(-0.5 * x.data * x.data) * (1 / math.sqrt(2 * math.pi))   # φ(x)
+        x.grad += g * (cdf + x.data * pdf)
     return _node(out, "gelu", (x,), backward)
 
 
@@ -254,11 +295,31 @@ def cast(x, dtype) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 # Reductions
 # ---------------------------------------------------------------------------------------------
-def _axes(axis, ndim) -> tuple:
+def _axis(op: str, axis, ndim: int) -> int:
+    """One axis, checked and made non-negative: -1 is the last. An axis outside -ndim..ndim-1
+    is an error (NumPy-style wrapping would silently pick another axis)."""
+    if not isinstance(axis, numbers.Integral) or isinstance(axis, (bool, np.bool_)):
+        raise TypeError(f"{op}: axis must be an int, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        valid = f"valid: {-ndim}..{ndim - 1}" if ndim else "it has no axes"
+        raise ValueError(f"{op}: axis {axis} is out of range for a tensor with {ndim} "
+                         f"dimensions ({valid})")
+    return int(axis) % ndim
+
+
+def _axes(axis, ndim: int, op: str = "reduction") -> tuple:
+    """None -> every axis; an int or a tuple -> those axes, checked, non-negative, no repeats.
+    As in PyTorch, axis 0 or -1 of a 0-d tensor names the tensor itself (nothing to reduce)."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    return tuple(a % ndim for a in axes) if ndim else ()
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    if ndim == 0 and all(isinstance(a, numbers.Integral) and a in (0, -1) for a in axes):
+        return ()
+    checked = tuple(_axis(op, a, ndim) for a in axes)
+    if len(set(checked)) != len(checked):
+        raise ValueError(f"{op}: axis {axis} names an axis more than once: repeated axes "
+                         f"are not allowed (tensor with {ndim} dimensions)")
+    return checked
 
 
 def _expand(g, axes, keepdims):
@@ -269,28 +330,29 @@ def _expand(g, axes, keepdims):
 # out = Σ x over axes;  dx = g copied along the summed axes
 def sum(x, axis=None, keepdims=False) -> Tensor:
     x = as_tensor(x)
-    axes = _axes(axis, x.ndim)
+    axes = _axes(axis, x.ndim, "sum")
     out = np.sum(x.data, axis=axes, keepdims=keepdims)
     def backward(g):
         x.grad += _expand(g, axes, keepdims)
     return _node(np.asarray(out), "sum", (x,), backward)
 
 
-# out = Σ x / n;  dx = g / n copied along the averaged axes
+# out = Σ x / n;  dx = g / n copied along the averaged axes  (n = 0: NaN, as NumPy)
 def mean(x, axis=None, keepdims=False) -> Tensor:
     x = as_tensor(x)
-    axes = _axes(axis, x.ndim)
+    axes = _axes(axis, x.ndim, "mean")
     n = math.prod(x.shape[a] for a in axes)
     out = np.mean(x.data, axis=axes, keepdims=keepdims)
     def backward(g):
-        x.grad += _expand(g, axes, keepdims) / n
+        with np.errstate(divide="ignore", invalid="ignore"):   # g is an array: n = 0 gives inf
+            x.grad += _expand(g, axes, keepdims) / n
     return _node(np.asarray(out, dtype=x.dtype), "mean", (x,), backward)
 
 
 # out = max x over axes;  dx = g at the arg-max (shared equally between ties), 0 elsewhere
 def max(x, axis=None, keepdims=False) -> Tensor:
     x = as_tensor(x)
-    axes = _axes(axis, x.ndim)
+    axes = _axes(axis, x.ndim, "max")
     out = np.max(x.data, axis=axes, keepdims=True)
     def backward(g):
         winners = (x.data == out)
@@ -298,15 +360,24 @@ def max(x, axis=None, keepdims=False) -> Tensor:
     return _node(out if keepdims else np.squeeze(out, axes), "max", (x,), backward)
 
 
-# out = mean((x - μ)²)  (population variance, like np.var);  dx = g · 2(x - μ) / n
-def var(x, axis=None, keepdims=False) -> Tensor:
+# out = Σ (x - μ)² / (n - correction);  dx = g · 2(x - μ) / (n - correction)
+#   (μ's own dependence on x drops out: Σ (x - μ) = 0)
+def var(x, axis=None, keepdims=False, *, correction=0) -> Tensor:
+    """Variance over `axis`. The default correction=0 divides by n: the population (biased)
+    variance, as np.var and layer norm use. PyTorch's default is correction=1 (divide by n - 1,
+    the unbiased estimate): pass correction=1 for torch.var's result. When n - correction <= 0
+    (an empty axis, or one element with correction=1) the result is NaN or inf, as in NumPy and
+    PyTorch, and so is the gradient; nothing raises."""
     x = as_tensor(x)
-    axes = _axes(axis, x.ndim)
+    axes = _axes(axis, x.ndim, "var")
     n = math.prod(x.shape[a] for a in axes)
-    centered = x.data - x.data.mean(axis=axes, keepdims=True)
-    out = np.mean(centered * centered, axis=axes, keepdims=keepdims)
+    dof = x.dtype.type(builtins.max(n - correction, 0))          # a NumPy 0 divides to inf/NaN
+    with np.errstate(divide="ignore", invalid="ignore"):     # (np.mean would warn for n = 0)
+        centered = x.data - np.sum(x.data, axis=axes, keepdims=True) / x.dtype.type(n)
+        out = np.sum(centered * centered, axis=axes, keepdims=keepdims) / dof
     def backward(g):
-        x.grad += _expand(g, axes, keepdims) * (2.0 / n) * centered
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x.grad += _expand(g, axes, keepdims) * (2.0 / dof) * centered
     return _node(np.asarray(out, dtype=x.dtype), "var", (x,), backward)
 
 
@@ -331,10 +402,11 @@ def reshape(x, *shape) -> Tensor:
 def permute(x, *axes) -> Tensor:
     x = as_tensor(x)
     axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
-    if sorted(a % x.ndim for a in axes) != list(range(x.ndim)):
+    axes = tuple(_axis("permute", a, x.ndim) for a in axes)
+    if sorted(axes) != list(range(x.ndim)):
         raise ValueError(f"permute: axes {tuple(axes)} are not a permutation of the "
                          f"{x.ndim} axes of a tensor of shape {x.shape}")
-    inverse = np.argsort([a % x.ndim for a in axes])
+    inverse = np.argsort(axes)
     def backward(g):
         x.grad += g.transpose(inverse)
     return _node(x.data.transpose(axes), "permute", (x,), backward)
@@ -347,7 +419,7 @@ def transpose(x, *axes) -> Tensor:
         return permute(x, tuple(reversed(range(x.ndim))))
     if len(axes) == 2 and all(isinstance(a, int) for a in axes):
         order = list(range(x.ndim))
-        a, b = axes[0] % x.ndim, axes[1] % x.ndim
+        a, b = _axis("transpose", axes[0], x.ndim), _axis("transpose", axes[1], x.ndim)
         order[a], order[b] = order[b], order[a]
         return permute(x, order)
     return permute(x, *axes)
@@ -360,9 +432,12 @@ def _plain_index(index):
     return index.data if isinstance(index, Tensor) else index
 
 
-def _has_array(index) -> bool:
+def _is_advanced(index) -> bool:
+    """Does NumPy read this index as advanced indexing (which may pick a place twice)?
+    Integer or boolean arrays, lists, a tuple *inside* the index tuple (`x[(1, 1),]` is
+    x[[1, 1]]) and True/False are advanced; ints, slices, None and Ellipsis are basic."""
     parts = index if isinstance(index, tuple) else (index,)
-    return any(isinstance(i, (np.ndarray, list)) for i in parts)
+    return any(isinstance(i, (np.ndarray, list, tuple, bool, np.bool_)) for i in parts)
 
 
 # out = x[index];  dx = g scattered back to the indexed places (added up where an index repeats)
@@ -373,19 +448,25 @@ def getitem(x, index) -> Tensor:
         out = x.data[index]
     except IndexError as e:
         raise IndexError(f"getitem: {e} (tensor of shape {x.shape})") from None
+    advanced = _is_advanced(index)
     def backward(g):
-        dx = np.zeros_like(x.data)
-        if _has_array(index):
-            np.add.at(dx, index, g)             # scatter-add: repeated indices accumulate
-        else:
-            dx[index] = g                       # basic slicing: every place appears once
-        x.grad += dx
+        if advanced:   # the flat position of every picked element, then a scatter-add (bincount)
+            picked = np.arange(x.size).reshape(x.shape)[index]          # out's shape
+            dx = np.bincount(picked.reshape(-1), weights=g.reshape(-1), minlength=x.size)
+            x.grad += dx.reshape(x.shape).astype(x.dtype, copy=False)
+        else:          # basic indexing (ints, slices, None, ...): every place appears once
+            dx = np.zeros_like(x.data)
+            dx[index] = g
+            x.grad += dx
     return _node(np.array(out, copy=True), "getitem", (x,), backward)
 
 
 # out = [x₀ x₁ …] joined along axis;  dxᵢ = the slice of g that came from xᵢ
 def concatenate(tensors, axis=0) -> Tensor:
     tensors = [as_tensor(t) for t in tensors]
+    if not tensors:
+        raise ValueError("concatenate: needs at least one tensor, got an empty list")
+    axis = _axis("concatenate", axis, tensors[0].ndim)
     try:
         out = np.concatenate([t.data for t in tensors], axis=axis)
     except ValueError:
@@ -408,6 +489,7 @@ def stack(tensors, axis=0) -> Tensor:
     shapes = {t.shape for t in tensors}
     if len(shapes) != 1:
         raise ValueError(f"stack: all tensors need the same shape, got {[t.shape for t in tensors]}")
+    axis = _axis("stack", axis, tensors[0].ndim + 1)          # the new axis of the result
     out = np.stack([t.data for t in tensors], axis=axis)
     def backward(g):
         for i, t in enumerate(tensors):
@@ -418,8 +500,13 @@ def stack(tensors, axis=0) -> Tensor:
 
 def split(x, sections, axis=-1) -> list:
     """Split into pieces along `axis`: `sections` is a piece count or a list of piece sizes.
-    Each piece is a slice of x (`getitem`), so its gradient flows back into that slice."""
+    Each piece is a slice of x (`getitem`), so its gradient flows back into that slice.
+
+    Note for PyTorch users: an int here is the number of pieces (like np.split), and the
+    default axis is the last; torch.split(x, n) takes the *size* of each piece along axis 0
+    (torch.chunk(x, n, dim) is the count form). A list of sizes means the same in both."""
     x = as_tensor(x)
+    axis = _axis("split", axis, x.ndim)
     length = x.shape[axis]
     if isinstance(sections, int):
         if sections <= 0 or length % sections:
@@ -431,7 +518,6 @@ def split(x, sections, axis=-1) -> list:
         if np.sum(sizes) != length:
             raise ValueError(f"split: piece sizes {sizes} add up to {np.sum(sizes)}, but axis "
                              f"{axis} of shape {x.shape} has length {length}")
-    axis = axis % x.ndim
     pieces, start = [], 0
     for size in sizes:
         index = (slice(None),) * axis + (slice(start, start + size),)
@@ -480,12 +566,14 @@ def masked_fill(x, mask, value) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 def _matmul_arrays(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a (..., M, K) @ b (..., K, N) for arrays of 2 or more dims, batch dims broadcast."""
+    # (sizes are spelled out, not -1: an axis may be 0, and reshape cannot infer -1 then)
     if b.ndim == 2:   # (..., M, K) @ (K, N): fold the batch into the rows, one 2-D product
-        return kernels.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[-1:])
+        rows = math.prod(a.shape[:-1])
+        return kernels.matmul(a.reshape(rows, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[-1:])
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    (m, k), n = a.shape[-2:], b.shape[-1]
-    a3 = np.broadcast_to(a, batch + (m, k)).reshape(-1, m, k)    # (B, M, K)
-    b3 = np.broadcast_to(b, batch + (k, n)).reshape(-1, k, n)    # (B, K, N)
+    (m, k), n, z = a.shape[-2:], b.shape[-1], math.prod(batch)
+    a3 = np.broadcast_to(a, batch + (m, k)).reshape(z, m, k)     # (B, M, K)
+    b3 = np.broadcast_to(b, batch + (k, n)).reshape(z, k, n)     # (B, K, N)
     return kernels.matmul(a3, b3).reshape(batch + (m, n))        # (..., M, N)
 
 
@@ -520,7 +608,8 @@ def matmul(x, w) -> Tensor:
             x.grad += unbroadcast(_matmul_arrays(g, w.data.swapaxes(-1, -2)), x.shape)
         if w.requires_grad:
             if w.ndim == 2:   # the batch folds into one product:  (K, B·M) @ (B·M, N)
-                xf, gf = x.data.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
+                rows = math.prod(x.shape[:-1])
+                xf, gf = x.data.reshape(rows, x.shape[-1]), g.reshape(rows, g.shape[-1])
                 w.grad += kernels.matmul(xf.T, gf)
             else:
                 w.grad += unbroadcast(_matmul_arrays(x.data.swapaxes(-1, -2), g), w.shape)
@@ -545,12 +634,13 @@ def linear(x, w, b=None) -> Tensor:
                         f"{'' if b is None else f', b {b.dtype}'} must all be float32 or all "
                         f"float64; cast with .astype()")
     K, N = w.shape
-    x2 = x.data.reshape(-1, K)                            # (rows, K): the batch folds into rows
+    rows = math.prod(x.shape[:-1])                        # (not -1: K may be 0)
+    x2 = x.data.reshape(rows, K)                          # (rows, K): the batch folds into rows
     out = kernels.matmul(x2, w.data)                      # (rows, N), a fresh array
     if b is not None:
         out += b.data                                     # in place: no second (rows, N) array
     def backward(g):
-        g2 = g.reshape(-1, N)                             # (rows, N)
+        g2 = g.reshape(rows, N)                           # (rows, N)
         if x.requires_grad:                               # (rows, N) @ (N, K) -> (..., K)
             x.grad += kernels.matmul(g2, w.data.T).reshape(x.shape)
         if w.requires_grad:
@@ -564,78 +654,196 @@ def linear(x, w, b=None) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 # Softmax family
 # ---------------------------------------------------------------------------------------------
+def _softmax_axis(op: str, x: Tensor, axis) -> tuple:
+    """x's array with at least one axis (a 0-d tensor is one number: softmax 1, as PyTorch) and
+    the checked axis."""
+    data = x.data if x.ndim else x.data.reshape(1)
+    return data, _axis(op, axis, builtins.max(x.ndim, 1))
+
+
 # out = eᶻ / Σ eᶻ (along axis), z = scale·x with the causal entries masked out;
 #   dx = scale · out * (g - Σ g·out)
 def softmax(x, axis=-1, scale: float = 1.0, causal: bool = False) -> Tensor:
     """Softmax along `axis`. For attention, `scale` multiplies the scores first and `causal=True`
-    gives weight 0 to key j for query i when j > i + (Tk - Tq) (the key is in the query's future)."""
+    gives weight 0 to key j for query i when j > i + (Tk - Tq) (the key is in the query's future).
+
+    Fused (the default): the Numba kernel, one pass per row. Off (`tensor.fused(False)`): the
+    NumPy lines of kernels.softmax_forward_ref / softmax_backward_ref, the kernel's reference.
+    The path is chosen here, once; backward follows it even if the switch has flipped since."""
     x = as_tensor(x)
-    last = (axis % x.ndim) == x.ndim - 1
-    if last:   # the Numba kernel: one pass per row, over the last axis
-        out = kernels.softmax_forward(x.data, scale=scale, causal=causal)
-    elif causal:
+    data, axis = _softmax_axis("softmax", x, axis)
+    if causal and axis != data.ndim - 1:
         raise ValueError(f"softmax: causal=True needs axis=-1 (the keys), got axis={axis}")
+    if _t._fused:           # decided once, here: backward uses the same pair
+        forward, backward_rows = kernels.softmax_forward, kernels.softmax_backward
     else:
-        z = scale * x.data
-        e = np.exp(z - z.max(axis=axis, keepdims=True))    # shift by the max: no overflow
-        out = e / e.sum(axis=axis, keepdims=True)
+        forward, backward_rows = kernels.softmax_forward_ref, kernels.softmax_backward_ref
+    rows = np.moveaxis(data, axis, -1)                     # the softmax axis last (a view)
+    out_rows = forward(rows, scale=scale, causal=causal)
+    out = np.moveaxis(out_rows, -1, axis).reshape(x.shape)
     def backward(g):
-        if last:
-            x.grad += kernels.softmax_backward(out, g, scale=scale)
-        else:
-            x.grad += scale * out * (g - (g * out).sum(axis=axis, keepdims=True))
+        g_rows = np.moveaxis(g.reshape(data.shape), axis, -1)
+        dx = backward_rows(out_rows, g_rows, scale=scale)
+        x.grad += np.moveaxis(dx, -1, axis).reshape(x.shape)
     return _node(out, "softmax", (x,), backward)
 
 
 # out = x - max - ln Σ e^(x - max);  dx = g - softmax(x) * Σ g
 def log_softmax(x, axis=-1) -> Tensor:
+    """log softmax along `axis`, in NumPy (no kernel, so the fused switch does not touch it)."""
     x = as_tensor(x)
-    shifted = x.data - x.data.max(axis=axis, keepdims=True)
+    data, axis = _softmax_axis("log_softmax", x, axis)
+    shifted = data - data.max(axis=axis, keepdims=True)
     out = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
     def backward(g):
-        x.grad += g - np.exp(out) * g.sum(axis=axis, keepdims=True)
-    return _node(out, "log_softmax", (x,), backward)
+        g = g.reshape(out.shape)
+        x.grad += (g - np.exp(out) * g.sum(axis=axis, keepdims=True)).reshape(x.shape)
+    return _node(out.reshape(x.shape), "log_softmax", (x,), backward)
 
 
-# loss = mean over kept rows of -log softmax(logits)[target]
-#   dlogits = g * (softmax(logits) - onehot(target)) / n_kept   (0 for ignored rows)
-def cross_entropy(logits, targets, ignore_index: int = -1) -> Tensor:
+# Cross-entropy of logits z (..., V) against a target distribution q over the V classes, per row:
+#   loss_i = -Σ_v q_iv · log softmax(z_i)_v;   dz_i = g_i · (softmax(z_i) · Σ_v q_iv - q_i)
+# For class ids q_i = onehot(t_i), blended with the uniform 1/V by label smoothing ε:
+#   q_i = (1 - ε)·onehot(t_i) + ε/V  (Σ q = 1, so dz_i = g_i · (softmax(z_i) - q_i));
+#   ignored rows have loss 0 and gradient 0. g_i = g / n_kept for "mean", g for "sum".
+def cross_entropy(logits, targets, ignore_index: int = -1, reduction: str = "mean",
+                  label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy from logits, with the classes along the LAST axis (PyTorch: axis 1).
+
+    targets: integer class ids of shape logits.shape[:-1]; ids equal to `ignore_index` are
+      skipped (the default here is -1, tinygpt's padding id; PyTorch's is -100). Or float class
+      probabilities of the logits' own shape (PyTorch's probability targets; no ignore_index).
+    reduction: "mean" (over the rows kept; 0 if every row is ignored, where PyTorch gives NaN),
+      "sum", or "none" (one loss per row, of shape logits.shape[:-1]).
+    label_smoothing ε in [0, 1]: the target becomes (1 - ε)·target + ε/V, as in PyTorch.
+    The fused kernel runs for class ids without smoothing; the NumPy lines below otherwise.
+    """
     logits = as_tensor(logits)
+    _loss_options("cross_entropy", logits, reduction, label_smoothing)
+    if isinstance(targets, Tensor) and targets.requires_grad:
+        raise TypeError("cross_entropy: the targets require gradients, but they are taken as "
+                        "constants; pass targets.detach()")
     targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
-    if targets.dtype.kind not in "iu":
-        raise TypeError(f"cross_entropy: targets must be integer class ids, got dtype {targets.dtype}")
-    if logits.shape[:-1] != targets.shape:
-        raise ValueError(f"cross_entropy: logits of shape {logits.shape} need targets of shape "
-                         f"{logits.shape[:-1]}, got {targets.shape}")
+    if targets.dtype.kind == "f":
+        if targets.shape != logits.shape:
+            raise TypeError(f"cross_entropy: {targets.dtype} targets are class probabilities and "
+                            f"need the logits' shape {logits.shape}, got {targets.shape}; class "
+                            f"ids must be integers")
+        return _cross_entropy_probabilities(logits, targets, reduction, label_smoothing)
     v = logits.shape[-1]
+    t, keep, n_kept = _class_ids("cross_entropy", logits, targets, ignore_index)
     z = logits.data.reshape(-1, v)                                 # (N, V)
-    t = targets.reshape(-1)                                        # (N,)
-    keep = t != ignore_index
-    bad = keep & ((t < 0) | (t >= v))
-    if bad.any():
-        raise IndexError(f"cross_entropy: target {t[bad][0]} is outside 0..{v - 1} "
-                         f"(logits have {v} classes); ignore_index is {ignore_index}")
-    n_kept = builtins.max(int(keep.sum()), 1)
-    if _t._fused:   # one Numba pass per row: max, log-sum-exp, pick the target
+    eps = label_smoothing
+    fused = _t._fused and eps == 0   # decided once, here: backward follows the same path
+    if fused:   # one Numba pass per row: max, log-sum-exp, pick the target
         losses, lse = fk.cross_entropy_forward(z, t, ignore_index)
-        out = np.asarray(losses.sum() / n_kept, dtype=logits.dtype)
     else:
         rows = np.nonzero(keep)[0]
         shifted = z - z.max(axis=1, keepdims=True)                 # stable: largest is 0
         log_sum = np.log(np.exp(shifted).sum(axis=1))              # (N,)
-        picked = shifted[rows, t[rows]] - log_sum[rows]            # log p(target)
-        out = np.asarray(-picked.sum() / n_kept, dtype=logits.dtype)
+        losses = np.zeros(z.shape[0], dtype=z.dtype)
+        losses[rows] = log_sum[rows] - shifted[rows, t[rows]]      # -log p(target)
+        if eps:   # -Σ_v (ε/V) log p_v = ε · (log_sum - mean_v shifted)
+            uniform = log_sum[rows] - shifted[rows].mean(axis=1)
+            losses[rows] = (1 - eps) * losses[rows] + eps * uniform
+    out = _reduce_losses(losses, reduction, n_kept, targets.shape, logits.dtype)
     def backward(g):
-        if _t._fused:
-            g_rows = np.full(z.shape[0], g / n_kept, dtype=z.dtype)
+        g_rows = _row_gradients(g, reduction, n_kept, z.shape[0], z.dtype)     # (N,)
+        if fused:
             logits.grad += fk.cross_entropy_backward(z, t, lse, g_rows, ignore_index).reshape(
                 logits.shape)
             return
         probs = np.exp(shifted - log_sum[:, None])                 # softmax, (N, V)
-        probs[rows, t[rows]] -= 1.0
+        probs[rows, t[rows]] -= 1.0 - eps
+        if eps:
+            probs[rows] -= eps / v
         probs[~keep] = 0.0
-        logits.grad += (g / n_kept * probs).reshape(logits.shape)
+        probs *= g_rows[:, None]
+        logits.grad += probs.reshape(logits.shape)
     return _node(out, "cross_entropy", (logits,), backward)
+
+
+# The same loss for class probabilities q (..., V):  loss_i = -Σ_v q_iv log p_iv,
+#   dz_i = g_i · (p_i Σ_v q_iv - q_i)   (p = softmax(z); q smoothed first; "mean": over all rows)
+def _cross_entropy_probabilities(logits, q, reduction, eps) -> Tensor:
+    v = logits.shape[-1]
+    z = logits.data.reshape(-1, v)                                 # (N, V)
+    q = q.reshape(-1, v).astype(z.dtype)                           # (N, V)
+    if eps:
+        q = (1 - eps) * q + eps / v
+    shifted = z - z.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))   # log softmax, (N, V)
+    losses = -(q * log_p).sum(axis=1)                              # (N,)
+    n = builtins.max(z.shape[0], 1)
+    out = _reduce_losses(losses, reduction, n, logits.shape[:-1], logits.dtype)
+    def backward(g):
+        g_rows = _row_gradients(g, reduction, n, z.shape[0], z.dtype)         # (N,)
+        dz = np.exp(log_p) * q.sum(axis=1, keepdims=True) - q
+        logits.grad += (g_rows[:, None] * dz).reshape(logits.shape)
+    return _node(out, "cross_entropy", (logits,), backward)
+
+
+# loss_i = -log_probs[i, t_i]  (0 for ignored rows);  dlog_probs[i, t_i] = -g_i, 0 elsewhere
+def nll_loss(log_probs, targets, ignore_index: int = -1, reduction: str = "mean") -> Tensor:
+    """Negative log-likelihood of class ids under log-probabilities (..., V), classes along the
+    last axis: cross_entropy(z, t) == nll_loss(log_softmax(z), t). Same targets, ignore_index
+    (default -1; PyTorch's is -100) and reductions as cross_entropy's class-id form."""
+    x = as_tensor(log_probs)
+    _loss_options("nll_loss", x, reduction, 0.0)
+    targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
+    t, keep, n_kept = _class_ids("nll_loss", x, targets, ignore_index)
+    v = x.shape[-1]
+    rows = np.nonzero(keep)[0]
+    losses = np.zeros(t.shape[0], dtype=x.dtype)
+    losses[rows] = -x.data.reshape(-1, v)[rows, t[rows]]
+    out = _reduce_losses(losses, reduction, n_kept, targets.shape, x.dtype)
+    def backward(g):
+        g_rows = _row_gradients(g, reduction, n_kept, t.shape[0], x.dtype)   # (N,)
+        dx = np.zeros((t.shape[0], v), dtype=x.dtype)              # (N, V)
+        dx[rows, t[rows]] = -g_rows[rows]
+        x.grad += dx.reshape(x.shape)
+    return _node(out, "nll_loss", (x,), backward)
+
+
+def _loss_options(op, logits, reduction, label_smoothing):
+    if logits.ndim == 0:
+        raise ValueError(f"{op}: the input needs a class axis (the last), got a 0-d tensor")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
+
+
+def _class_ids(op, logits, targets, ignore_index):
+    """Check integer targets against logits (..., V): flat ids (N,), the kept rows, their count."""
+    if targets.dtype.kind not in "iu":
+        raise TypeError(f"{op}: targets must be integer class ids, got dtype {targets.dtype}")
+    if logits.shape[:-1] != targets.shape:
+        raise ValueError(f"{op}: logits of shape {logits.shape} need targets of shape "
+                         f"{logits.shape[:-1]}, got {targets.shape}")
+    v = logits.shape[-1]
+    t = targets.reshape(-1)                                        # (N,)
+    keep = t != ignore_index
+    bad = keep & ((t < 0) | (t >= v))
+    if bad.any():
+        raise IndexError(f"{op}: target {t[bad][0]} is outside 0..{v - 1} "
+                         f"(logits have {v} classes); ignore_index is {ignore_index}")
+    return t, keep, builtins.max(int(keep.sum()), 1)
+
+
+def _reduce_losses(losses, reduction, count, shape, dtype):
+    """Per-row losses (N,) -> their mean over `count` rows, their sum, or all of them (`shape`)."""
+    if reduction == "none":
+        return losses.reshape(shape).astype(dtype, copy=False)
+    total = losses.sum()
+    return np.asarray(total / count if reduction == "mean" else total, dtype=dtype)
+
+
+def _row_gradients(g, reduction, count, n, dtype):
+    """The gradient reaching each row's loss (N,): g / count ("mean"), g ("sum"), g's rows."""
+    if reduction == "none":
+        return np.asarray(g, dtype=dtype).reshape(n)
+    return np.full(n, g / count if reduction == "mean" else g, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -653,7 +861,7 @@ def layer_norm(x, w=None, b=None, eps: float = 1e-5) -> Tensor:
         if p is not None and p.shape != (c,):
             raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected ({c},) for an "
                              f"input of shape {x.shape}")
-    if _t._fused and w is not None and b is not None:
+    if _t._fused and w is not None and b is not None:   # decided once: its own backward
         return _layer_norm_fused(x, w, b, eps)
     mu = x.data.mean(axis=-1, keepdims=True)
     rstd = 1.0 / np.sqrt(x.data.var(axis=-1, keepdims=True) + eps)   # 1/σ, (..., 1)
@@ -713,8 +921,9 @@ def embedding(idx, w) -> Tensor:
         raise IndexError(f"embedding: index {int(idx.max() if idx.max() >= w.shape[0] else idx.min())} "
                          f"is outside 0..{w.shape[0] - 1} (table of shape {w.shape})")
     out = w.data[idx]                                              # (*idx.shape, C)
+    fused = _t._fused   # decided once, here: backward follows the same path
     def backward(g):
-        if _t._fused:
+        if fused:
             w.grad += fk.embedding_backward(idx, g, w.shape[0])
             return
         dw = np.zeros_like(w.data)
@@ -758,3 +967,413 @@ def attention(qkv, n_head: int) -> Tensor:
         np.matmul(ds.swapaxes(-1, -2), q, out=dk)                  # dk = dsᵀ q
         qkv.grad += dqkv.reshape(B, T, C3)
     return _node(out, "attention", (qkv,), backward)
+
+
+# Attention with separate q, k, v (any Tq and Tk), an optional boolean mask and causal flag:
+#   s = q kᵀ · scale,  hidden entries -> -inf;  a = softmax(s) over the keys;  y = a v
+#   dv = aᵀ g;  da = g vᵀ;  ds = a ⊙ (da - Σ a ⊙ da) · scale;  dq = ds k;  dk = dsᵀ q
+def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
+                                 scale: float | None = None) -> Tensor:
+    """q (..., Tq, hs), k (..., Tk, hs), v (..., Tk, hv) -> y (..., Tq, hv); batch axes broadcast.
+
+    mask: boolean, broadcastable to (..., Tq, Tk), True = the key takes part (PyTorch's boolean
+      attn_mask convention). Only boolean masks: for an additive float mask add it to the scores.
+    causal: query i sees key j only when j <= i + (Tk - Tq), the KV-cache convention of
+      `softmax(causal=True)`: the last query sees every key. For Tq == Tk this is PyTorch's
+      is_causal; for Tq != Tk PyTorch aligns the mask top-left instead (pass that as `mask`).
+      mask and causal together: a key takes part only if both allow it.
+    A query that no key may see gets y = 0 and no gradient (as PyTorch's math path since 2.5).
+    scale: defaults to 1/√hs. The one-node `attention(qkv, n_head)` is GPT's causal fast path.
+    """
+    q = as_tensor(q)
+    k, v = as_tensor(k, like=q), as_tensor(v, like=q)
+    if q.ndim < 2 or k.ndim < 2 or v.ndim < 2 or q.shape[-1] != k.shape[-1] or \
+            k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"scaled_dot_product_attention: q {q.shape}, k {k.shape}, v {v.shape} do "
+                         f"not fit: they must be (..., Tq, hs), (..., Tk, hs) and (..., Tk, hv)")
+    if not q.dtype == k.dtype == v.dtype or q.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"scaled_dot_product_attention: q, k, v have dtypes {q.dtype}, {k.dtype}, "
+                        f"{v.dtype}; all must be float32 or all float64")
+    tq, tk = q.shape[-2], k.shape[-2]
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    if mask is not None:
+        mask = np.asarray(mask.data if isinstance(mask, Tensor) else mask)
+        if mask.dtype != bool:
+            raise TypeError(f"scaled_dot_product_attention: mask must be boolean (True = take "
+                            f"part), got dtype {mask.dtype}")
+        try:
+            np.broadcast_shapes(mask.shape, q.shape[:-2] + (tq, tk))
+        except ValueError:
+            raise ValueError(f"scaled_dot_product_attention: mask of shape {mask.shape} does not "
+                             f"broadcast to (..., Tq, Tk) = {q.shape[:-2] + (tq, tk)}") from None
+    try:
+        s = np.matmul(q.data, k.data.swapaxes(-1, -2))                 # (..., Tq, Tk)
+    except ValueError:
+        raise ValueError(f"scaled_dot_product_attention: the batch axes of q {q.shape} and k "
+                         f"{k.shape} cannot be broadcast together") from None
+    fused = _t._fused       # the softmax kernels or their NumPy references, decided once
+    if fused:
+        rows_forward, rows_backward = kernels.softmax_forward, kernels.softmax_backward
+    else:
+        rows_forward, rows_backward = kernels.softmax_forward_ref, kernels.softmax_backward_ref
+    if mask is None and (not causal or tq <= tk):
+        att = rows_forward(s, scale=scale, causal=causal)             # (..., Tq, Tk)
+    else:
+        allowed = np.ones((tq, tk), dtype=bool) if mask is None else mask
+        if causal:
+            allowed = allowed & ~kernels.causal_mask(tq, tk)
+        z = np.where(allowed, s * s.dtype.type(scale), -np.inf)       # (..., Tq, Tk)
+        top = z.max(axis=-1, keepdims=True)
+        top[top == -np.inf] = 0                      # a row with no key: e = 0 below, not NaN
+        e = np.exp(z - top)
+        total = e.sum(axis=-1, keepdims=True)
+        att = e / np.where(total == 0, 1, total)                      # rows with no key: 0
+    try:
+        y = np.matmul(att, v.data)                                     # (..., Tq, hv)
+    except ValueError:
+        raise ValueError(f"scaled_dot_product_attention: the batch axes of k {k.shape} and v "
+                         f"{v.shape} cannot be broadcast together") from None
+    def backward(g):
+        if v.requires_grad:
+            v.grad += unbroadcast(np.matmul(att.swapaxes(-1, -2), g), v.shape)      # aᵀ g
+        if q.requires_grad or k.requires_grad:
+            da = np.matmul(g, v.data.swapaxes(-1, -2))                 # (..., Tq, Tk)
+            ds = rows_backward(att, da, scale=scale)                   # 0 where a = 0
+            if q.requires_grad:
+                q.grad += unbroadcast(np.matmul(ds, k.data), q.shape)               # ds k
+            if k.requires_grad:
+                k.grad += unbroadcast(np.matmul(ds.swapaxes(-1, -2), q.data), k.shape)  # dsᵀ q
+    return _node(y, "scaled_dot_product_attention", (q, k, v), backward)
+
+
+# =============================================================================================
+# More ops a PyTorch user reaches for (issue 11): comparisons, elementwise functions,
+# reductions, shape ops. Each is written like the ops above: math on top, forward, backward below.
+# The creation helpers (full, eye, full_like, zeros_like, ones_like) live in tensor/tensor.py.
+# =============================================================================================
+def _constant_bounds(op: str, value):
+    """A bound taken as a constant: a number, an array, or a tensor that needs no gradient (a
+    gradient to it would be dropped silently, so that case is refused)."""
+    if isinstance(value, Tensor):
+        if value.requires_grad:
+            raise TypeError(f"{op}: this bound is a tensor that requires gradients, but {op} "
+                            f"treats its bounds as constants; use maximum/minimum to get "
+                            f"gradients to them")
+        return value.data
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparisons: boolean tensors, no gradient (the result is a step function of the inputs)
+# ---------------------------------------------------------------------------------------------
+def _compare(op: str, ufunc, x, y) -> Tensor:
+    x, y = _binary(op, x, y)
+    out = ufunc(x.data, y.data)              # bool, broadcast shape
+    return _node(out, op, (), None)          # no parents: never part of a graph
+
+
+def lt(x, y) -> Tensor: return _compare("lt", np.less, x, y)             # x < y
+def le(x, y) -> Tensor: return _compare("le", np.less_equal, x, y)       # x <= y
+def gt(x, y) -> Tensor: return _compare("gt", np.greater, x, y)          # x > y
+def ge(x, y) -> Tensor: return _compare("ge", np.greater_equal, x, y)    # x >= y
+def eq(x, y) -> Tensor: return _compare("eq", np.equal, x, y)            # x == y
+def ne(x, y) -> Tensor: return _compare("ne", np.not_equal, x, y)        # x != y
+
+
+def _logical(op: str, ufunc, *xs) -> Tensor:
+    xs = [as_tensor(x) for x in xs]
+    if any(x.dtype != np.bool_ for x in xs):
+        raise TypeError(f"{op}: needs boolean tensors (masks, e.g. from x > 0), got dtypes "
+                        f"{[str(x.dtype) for x in xs]}")
+    if len(xs) == 2:
+        _broadcast_check(op, *xs)
+    return _node(ufunc(*(x.data for x in xs)), op, (), None)
+
+
+def logical_and(x, y) -> Tensor: return _logical("logical_and", np.logical_and, x, y)  # x & y
+def logical_or(x, y) -> Tensor:  return _logical("logical_or", np.logical_or, x, y)    # x | y
+def logical_not(x) -> Tensor:    return _logical("logical_not", np.logical_not, x)     # ~x
+
+
+def _arg_reduce(op: str, np_arg, x, axis, keepdims) -> Tensor:
+    x = as_tensor(x)
+    if x.size == 0:
+        raise ValueError(f"{op}: the tensor of shape {x.shape} is empty; it has no {op[3:]}imum")
+    if axis is None:                         # the index into the flattened tensor, as PyTorch
+        out = np_arg(x.data.reshape(-1))
+        out = np.reshape(out, (1,) * x.ndim) if keepdims else out
+    elif x.ndim == 0:                        # a 0-d tensor has one element, at index 0
+        _axis(op, axis, 1)
+        out = np.zeros((), dtype=np.int64)
+    else:
+        out = np_arg(x.data, axis=_axis(op, axis, x.ndim), keepdims=keepdims)
+    return _node(np.asarray(out, dtype=np.int64), op, (), None)
+
+
+# index of the largest (smallest) entry along axis; the first one if several tie. No gradient:
+# an index does not change when x moves a little.
+def argmax(x, axis=None, keepdims=False) -> Tensor:
+    return _arg_reduce("argmax", np.argmax, x, axis, keepdims)
+
+
+def argmin(x, axis=None, keepdims=False) -> Tensor:
+    return _arg_reduce("argmin", np.argmin, x, axis, keepdims)
+
+
+# ---------------------------------------------------------------------------------------------
+# Elementwise functions
+# ---------------------------------------------------------------------------------------------
+# out = |x|;  dx = g · sign(x)   (0 at x = 0, as in PyTorch)
+def abs(x) -> Tensor:
+    x = as_tensor(x)
+    def backward(g):
+        x.grad += g * np.sign(x.data)
+    return _node(np.abs(x.data), "abs", (x,), backward)
+
+
+# out = min(max(x, min), max);  dx = g where min ≤ x ≤ max, else 0
+#   (a bound's own value counts as inside, as in PyTorch's clamp; either bound may be None)
+def clip(x, min=None, max=None) -> Tensor:
+    x = as_tensor(x)
+    if min is None and max is None:
+        raise ValueError("clip: give at least one of min= and max=")
+    lo, hi = _constant_bounds("clip", min), _constant_bounds("clip", max)
+    out = np.clip(x.data, lo, hi).astype(x.dtype, copy=False)
+    if out.shape != x.shape:
+        raise ValueError(f"clip: bounds of shapes {np.shape(lo)} and {np.shape(hi)} would grow the "
+                         f"tensor of shape {x.shape} to {out.shape}")
+    inside = np.ones(x.shape, dtype=bool)
+    if lo is not None:
+        inside &= x.data >= lo
+    if hi is not None:
+        inside &= x.data <= hi
+    def backward(g):
+        x.grad += g * inside
+    return _node(out, "clip", (x,), backward)
+
+
+clamp = clip
+
+
+# out = σ(x) = 1 / (1 + e⁻ˣ);  dx = g · out · (1 - out)
+def sigmoid(x) -> Tensor:
+    x = as_tensor(x)
+    e = np.exp(-np.abs(x.data))             # e^-|x| ≤ 1: no overflow for large |x| of either sign
+    out = np.where(x.data >= 0, 1 / (1 + e), e / (1 + e))
+    def backward(g):
+        x.grad += g * out * (1 - out)
+    return _node(out, "sigmoid", (x,), backward)
+
+
+# out = x · σ(x)  (SiLU, "swish");  dx = g · σ(x) · (1 + x · (1 - σ(x)))
+def silu(x) -> Tensor:
+    x = as_tensor(x)
+    e = np.exp(-np.abs(x.data))
+    s = np.where(x.data >= 0, 1 / (1 + e), e / (1 + e))   # σ(x), computed stably as in sigmoid
+    def backward(g):
+        x.grad += g * s * (1 + x.data * (1 - s))
+    return _node(x.data * s, "silu", (x,), backward)
+
+
+# out = 1 / √x;  dx = -½ g · out³
+def rsqrt(x) -> Tensor:
+    x = as_tensor(x)
+    out = 1 / np.sqrt(x.data)
+    def backward(g):
+        x.grad -= 0.5 * g * out * out * out
+    return _node(out, "rsqrt", (x,), backward)
+
+
+# out = max(x, y) elementwise, broadcasting;  dx = g where x > y,  dy = g where y > x,
+#   and where x == y each side gets ½ g (PyTorch's rule; the same split as ties in `max`)
+def maximum(x, y) -> Tensor:
+    x, y = _binary("maximum", x, y)
+    out = np.maximum(x.data, y.data)
+    def backward(g):
+        tie, x_wins = x.data == y.data, x.data > y.data
+        if x.requires_grad:
+            x.grad += unbroadcast(np.where(tie, 0.5 * g, g * x_wins), x.shape)
+        if y.requires_grad:
+            y.grad += unbroadcast(np.where(tie, 0.5 * g, g * ~(x_wins | tie)), y.shape)
+    return _node(out, "maximum", (x, y), backward)
+
+
+# out = min(x, y) elementwise, broadcasting;  dx = g where x < y,  dy = g where y < x,
+#   and where x == y each side gets ½ g (as maximum)
+def minimum(x, y) -> Tensor:
+    x, y = _binary("minimum", x, y)
+    out = np.minimum(x.data, y.data)
+    def backward(g):
+        tie, x_wins = x.data == y.data, x.data < y.data
+        if x.requires_grad:
+            x.grad += unbroadcast(np.where(tie, 0.5 * g, g * x_wins), x.shape)
+        if y.requires_grad:
+            y.grad += unbroadcast(np.where(tie, 0.5 * g, g * ~(x_wins | tie)), y.shape)
+    return _node(out, "minimum", (x, y), backward)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reductions
+# ---------------------------------------------------------------------------------------------
+# out = min x over axes;  dx = g at the arg-min (shared equally between ties), 0 elsewhere
+#   (values only, like `max`: PyTorch's torch.min(x, dim) also returns indices; use argmin)
+def min(x, axis=None, keepdims=False) -> Tensor:
+    x = as_tensor(x)
+    axes = _axes(axis, x.ndim, "min")
+    out = np.min(x.data, axis=axes, keepdims=True)
+    def backward(g):
+        winners = (x.data == out)
+        x.grad += winners * (_expand(g, axes, keepdims) / winners.sum(axis=axes, keepdims=True))
+    return _node(out if keepdims else np.squeeze(out, axes), "min", (x,), backward)
+
+
+# out = log Σ eˣ over axes = m + log Σ e^(x - m)  (m = the max: no exponent overflows);
+#   dx = g · e^(x - out)  (= g · softmax(x) over the same axes)
+def logsumexp(x, axis=None, keepdims=False) -> Tensor:
+    x = as_tensor(x)
+    axes = _axes(axis, x.ndim, "logsumexp")
+    m = np.array(np.max(x.data, axis=axes, keepdims=True, initial=-np.inf))  # (-inf if empty)
+    m[~np.isfinite(m)] = 0                   # all -inf (out = -inf) or an inf: no shift
+    with np.errstate(divide="ignore"):       # log 0 = -inf for a row of all -inf, as it should
+        out = m + np.log(np.sum(np.exp(x.data - m), axis=axes, keepdims=True))
+    def backward(g):
+        x.grad += _expand(g, axes, keepdims) * np.exp(x.data - out)
+    return _node(out if keepdims else np.squeeze(out, axes), "logsumexp", (x,), backward)
+
+
+# out = √var(x);  dx = g / (2 out) · dvar/dx = g · (x - μ) / ((n - correction) · out)
+#   built on `var` (two nodes, sqrt after var), with var's `correction` and its default 0: the
+#   population standard deviation, like np.std. PyTorch's default is correction=1.
+def std(x, axis=None, keepdims=False, *, correction=0) -> Tensor:
+    x = as_tensor(x)
+    _axes(axis, x.ndim, "std")               # so that a bad axis is reported as std's
+    return sqrt(var(x, axis, keepdims, correction=correction))
+
+
+# ---------------------------------------------------------------------------------------------
+# Shape ops
+# ---------------------------------------------------------------------------------------------
+def _sizes(op: str, sizes) -> tuple:
+    sizes = sizes[0] if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
+    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in sizes):
+        raise TypeError(f"{op}: sizes must be ints, got {tuple(sizes)}")
+    return tuple(int(s) for s in sizes)
+
+
+# out = x broadcast to `shape` (a read-only view, no copy);  dx = g summed over the copies
+#   -1 keeps an axis' size, as in PyTorch: a (3, 1) x expands with (-1, 4) to (3, 4)
+def expand(x, *shape) -> Tensor:
+    x = as_tensor(x)
+    shape = _sizes("expand", shape)
+    lead = len(shape) - x.ndim               # new axes on the left
+    if lead < 0 or any(s == -1 for s in shape[:lead]):
+        raise ValueError(f"expand: cannot expand shape {x.shape} to {shape}: give at least "
+                         f"{x.ndim} sizes, and -1 only for axes the tensor already has")
+    shape = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(shape))
+    try:
+        out = np.broadcast_to(x.data, shape)
+    except ValueError:
+        raise ValueError(f"expand: cannot expand shape {x.shape} to {shape}: only axes of size "
+                         f"1 can grow (NumPy broadcasting rules)") from None
+    def backward(g):
+        x.grad += unbroadcast(g, x.shape)
+    return _node(out, "expand", (x,), backward)
+
+
+broadcast_to = expand
+
+
+# out = x tiled sizes[i] times along axis i (PyTorch's Tensor.repeat, which is np.tile, not
+#   np.repeat / torch.repeat_interleave);  dx = Σ of g over the copies
+def repeat(x, *sizes) -> Tensor:
+    x = as_tensor(x)
+    sizes = _sizes("repeat", sizes)
+    if len(sizes) < x.ndim or any(s < 0 for s in sizes):
+        raise ValueError(f"repeat: needs one non-negative count per axis (at least {x.ndim} for "
+                         f"shape {x.shape}), got {sizes}")
+    padded = (1,) * (len(sizes) - x.ndim) + x.shape      # new axes on the left, as np.tile
+    out = np.tile(x.data, sizes)                          # (r₀·n₀, r₁·n₁, …)
+    def backward(g):
+        pairs = [d for r, n in zip(sizes, padded) for d in (r, n)]
+        g = g.reshape(pairs)                              # (r₀, n₀, r₁, n₁, …)
+        x.grad += g.sum(axis=tuple(range(0, len(pairs), 2))).reshape(x.shape)   # (n₀, n₁, …)
+    return _node(out, "repeat", (x,), backward)
+
+
+# out[i, j, k] = x[i, index[i, j, k], k]  (axis 1; torch.gather semantics: index has x's number
+#   of axes and is no larger than x on the others);  dx[i, index[i, j, k], k] += g[i, j, k]
+def gather(x, axis, index) -> Tensor:
+    x = as_tensor(x)
+    index = np.asarray(index.data if isinstance(index, Tensor) else index)
+    if index.dtype.kind not in "iu":
+        raise TypeError(f"gather: index must hold integers, got dtype {index.dtype}")
+    if x.ndim == 0 or index.ndim != x.ndim:
+        raise ValueError(f"gather: index of shape {index.shape} must have as many axes as the "
+                         f"tensor of shape {x.shape} (at least one)")
+    axis = _axis("gather", axis, x.ndim)
+    if any(i > n for d, (i, n) in enumerate(zip(index.shape, x.shape)) if d != axis):
+        raise ValueError(f"gather: index of shape {index.shape} is larger than the tensor of shape "
+                         f"{x.shape} along an axis other than {axis}")
+    if index.size and (index.min() < 0 or index.max() >= x.shape[axis]):
+        raise IndexError(f"gather: index values must be in 0..{x.shape[axis] - 1} (axis {axis} "
+                         f"of shape {x.shape}), got {index.min()}..{index.max()}")
+    places = list(np.ix_(*(np.arange(n) for n in index.shape)))   # i, j, k as open grids
+    places[axis] = index                                          # … with index on `axis`
+    places = tuple(places)
+    out = x.data[places]                                          # index.shape, a copy
+    def backward(g):
+        dx = np.zeros_like(x.data)
+        np.add.at(dx, places, g)          # scatter-add: an index used twice gets both shares
+        x.grad += dx
+    return _node(out, "gather", (x,), backward)
+
+
+def _triangle(op: str, x: Tensor, keep: np.ndarray) -> Tensor:
+    def backward(g):
+        x.grad += np.where(keep, g, 0)
+    return _node(np.where(keep, x.data, x.dtype.type(0)), op, (x,), backward)
+
+
+def _two_axes(op: str, x: Tensor) -> None:
+    if x.ndim < 2:
+        raise ValueError(f"{op}: needs a tensor with at least 2 axes (the last two form the "
+                         f"matrix), got shape {x.shape}")
+
+
+# out = x on and below diagonal k of the last two axes, 0 above  (k > 0: above the main one);
+#   dx = g with the same zeros
+def tril(x, diagonal: int = 0) -> Tensor:
+    x = as_tensor(x)
+    _two_axes("tril", x)
+    keep = np.tri(*x.shape[-2:], k=diagonal, dtype=bool)          # (M, N): j ≤ i + k
+    return _triangle("tril", x, keep)
+
+
+# out = x on and above diagonal k of the last two axes, 0 below;  dx = g with the same zeros
+def triu(x, diagonal: int = 0) -> Tensor:
+    x = as_tensor(x)
+    _two_axes("triu", x)
+    keep = ~np.tri(*x.shape[-2:], k=diagonal - 1, dtype=bool)     # (M, N): j ≥ i + k
+    return _triangle("triu", x, keep)
+
+
+# out = x with `value` added around it;  dx = the middle of g (the part that came from x)
+#   `pad` is in PyTorch's F.pad order: (left, right) of the LAST axis first, then of the axis
+#   before it, …: pad(x, (1, 2)) pads the last axis, pad(x, (0, 0, 1, 1)) the second-to-last.
+#   (NumPy's np.pad takes ((before, after), …) from the FIRST axis.) Constant padding only.
+def pad(x, pad, mode: str = "constant", value: float = 0.0) -> Tensor:
+    x = as_tensor(x)
+    pad = _sizes("pad", (pad,))
+    if mode != "constant":
+        raise ValueError(f"pad: only mode='constant' is supported, got {mode!r}")
+    if len(pad) % 2 or len(pad) // 2 > x.ndim or any(p < 0 for p in pad):
+        raise ValueError(f"pad: needs (left, right) pairs of non-negative sizes, at most one pair "
+                         f"per axis ({x.ndim} for shape {x.shape}), got {pad}")
+    widths = [(0, 0)] * x.ndim
+    for i in range(len(pad) // 2):                                # pair i pads axis -1 - i
+        widths[x.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    out = np.pad(x.data, widths, constant_values=value) if x.ndim else x.data.copy()
+    middle = tuple(slice(lo, lo + n) for (lo, _), n in zip(widths, x.shape))
+    def backward(g):
+        x.grad += g[middle]
+    return _node(out, "pad", (x,), backward)

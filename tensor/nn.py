@@ -1,5 +1,5 @@
 """Layers built only from `tensor` ops: Module, Parameter, Linear, Embedding, LayerNorm, Dropout,
-ModuleList, Sequential.
+GELU, ModuleList, Sequential.
 
 A Module finds its parameters by looking at its attributes: every Parameter and every sub-Module
 assigned to `self` is registered under its attribute name, so `named_parameters()` yields dotted
@@ -189,6 +189,20 @@ class Dropout(Module):
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training, self.generator)
+
+
+class GELU(Module):
+    """GELU as a layer. approximate="tanh" (the default, as tensor.functional.gelu's: GPT-2's
+    form) or "none" (the exact erf form, the default of PyTorch's nn.GELU)."""
+
+    def __init__(self, approximate: str = "tanh"):
+        super().__init__()
+        if approximate not in ("tanh", "none"):
+            raise ValueError(f"GELU: approximate must be 'tanh' or 'none', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x):
+        return F.gelu(x, approximate=self.approximate)
 
 
 class ModuleList(Module):

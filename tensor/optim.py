@@ -83,11 +83,12 @@ class AdamW(Optimizer):
         self.step_count += 1
         t, b1, b2 = self.step_count, self.beta1, self.beta2
         correction1, correction2 = 1 - b1 ** t, 1 - b2 ** t
+        fused = is_fused()    # decided once per step, for every parameter alike
         for p, m, v, decay in zip(self.params, self.m, self.v, self.decay):
             if p.grad is None:
                 continue
             g = p.grad
-            if is_fused():    # the same update, one Numba pass (tensor/kernels/fused.py)
+            if fused:    # the same update, one Numba pass (tensor/kernels/fused.py)
                 adamw_update(p.data, g, m, v, self.lr, b1, b2, self.eps,
                              self.weight_decay if decay else 0.0, t)
                 continue

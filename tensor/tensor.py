@@ -263,8 +263,28 @@ class Tensor:
     def __rmatmul__(self, other):  return _F.matmul(other, self)
     def __neg__(self):             return _F.neg(self)
 
-    def __pow__(self, exponent):
+    # Comparisons give boolean tensors with no gradient, for masks: x.masked_fill(x < 0, 0).
+    # Because `==` returns a tensor, the hash is the object's identity (as for any object), so
+    # tensors still work as dict keys and set members: two different tensors are never equal keys.
+    def __lt__(self, other): return _F.lt(self, other) if _comparable(other) else NotImplemented
+    def __le__(self, other): return _F.le(self, other) if _comparable(other) else NotImplemented
+    def __gt__(self, other): return _F.gt(self, other) if _comparable(other) else NotImplemented
+    def __ge__(self, other): return _F.ge(self, other) if _comparable(other) else NotImplemented
+    def __eq__(self, other): return _F.eq(self, other) if _comparable(other) else NotImplemented
+    def __ne__(self, other): return _F.ne(self, other) if _comparable(other) else NotImplemented
+    __hash__ = object.__hash__
+    def __and__(self, other):      return _F.logical_and(self, other)
+    def __rand__(self, other):     return _F.logical_and(other, self)
+    def __or__(self, other):       return _F.logical_or(self, other)
+    def __ror__(self, other):      return _F.logical_or(other, self)
+    def __invert__(self):          return _F.logical_not(self)
+    def __abs__(self):             return _F.abs(self)
+
+    def __pow__(self, exponent):      # exponent: a number, an array or a tensor
         return _F.pow(self, exponent)
+
+    def __rpow__(self, base):         # number ** tensor, e.g. 2 ** t
+        return _F.pow(base, self)
 
     def __getitem__(self, index):
         return _F.getitem(self, index)
@@ -275,20 +295,48 @@ class Tensor:
     def sqrt(self):                return _F.sqrt(self)
     def tanh(self):                return _F.tanh(self)
     def relu(self):                return _F.relu(self)
-    def gelu(self):                return _F.gelu(self)
+    def gelu(self, approximate="tanh"): return _F.gelu(self, approximate)
     def sum(self, axis=None, keepdims=False):  return _F.sum(self, axis, keepdims)
     def mean(self, axis=None, keepdims=False): return _F.mean(self, axis, keepdims)
     def max(self, axis=None, keepdims=False):  return _F.max(self, axis, keepdims)
-    def var(self, axis=None, keepdims=False):  return _F.var(self, axis, keepdims)
+    def var(self, axis=None, keepdims=False, *, correction=0):
+        return _F.var(self, axis, keepdims, correction=correction)
     def reshape(self, *shape):     return _F.reshape(self, *shape)
     def transpose(self, *axes):    return _F.transpose(self, *axes)
     def permute(self, *axes):      return _F.permute(self, *axes)
     def softmax(self, axis=-1):    return _F.softmax(self, axis)
     def log_softmax(self, axis=-1): return _F.log_softmax(self, axis)
+    def abs(self):                 return _F.abs(self)
+    def sigmoid(self):             return _F.sigmoid(self)
+    def silu(self):                return _F.silu(self)
+    def rsqrt(self):               return _F.rsqrt(self)
+    def clip(self, min=None, max=None):   return _F.clip(self, min, max)
+    def clamp(self, min=None, max=None):  return _F.clip(self, min, max)
+    def maximum(self, other):      return _F.maximum(self, other)
+    def minimum(self, other):      return _F.minimum(self, other)
+    def min(self, axis=None, keepdims=False):       return _F.min(self, axis, keepdims)
+    def argmax(self, axis=None, keepdims=False):    return _F.argmax(self, axis, keepdims)
+    def argmin(self, axis=None, keepdims=False):    return _F.argmin(self, axis, keepdims)
+    def logsumexp(self, axis=None, keepdims=False): return _F.logsumexp(self, axis, keepdims)
+    def std(self, axis=None, keepdims=False, *, correction=0):
+        return _F.std(self, axis, keepdims, correction=correction)
+    def expand(self, *shape):      return _F.expand(self, *shape)
+    def broadcast_to(self, *shape): return _F.expand(self, *shape)
+    def repeat(self, *sizes):      return _F.repeat(self, *sizes)
+    def gather(self, axis, index): return _F.gather(self, axis, index)
+    def tril(self, diagonal=0):    return _F.tril(self, diagonal)
+    def triu(self, diagonal=0):    return _F.triu(self, diagonal)
+    def masked_fill(self, mask, value): return _F.masked_fill(self, mask, value)
 
     @property
     def T(self):
         return _F.transpose(self)
+
+
+def _comparable(other) -> bool:
+    """Can `other` stand on the other side of a comparison? (None or a string cannot: then
+    Python falls back to identity, so `x == None` is False, as for any object.)"""
+    return isinstance(other, (Tensor, np.ndarray, np.generic, numbers.Number, list, tuple))
 
 
 def topological_order(root: Tensor, follow=lambda p: True) -> list:
@@ -378,6 +426,31 @@ def zeros(*shape, dtype=DEFAULT_DTYPE, requires_grad=False) -> Tensor:
 
 def ones(*shape, dtype=DEFAULT_DTYPE, requires_grad=False) -> Tensor:
     return Tensor(np.ones(_shape(shape), dtype=dtype), requires_grad=requires_grad)
+
+
+def full(shape, fill_value, dtype=DEFAULT_DTYPE, requires_grad=False) -> Tensor:
+    """A tensor of `shape` (an int or a tuple) with every entry `fill_value`."""
+    return Tensor(np.full(_shape((shape,)), fill_value, dtype=dtype), requires_grad=requires_grad)
+
+
+def eye(n: int, m: int | None = None, dtype=DEFAULT_DTYPE, requires_grad=False) -> Tensor:
+    """The (n, m) identity matrix (m = n unless given): ones on the diagonal, zeros elsewhere."""
+    return Tensor(np.eye(n, m, dtype=dtype), requires_grad=requires_grad)
+
+
+def full_like(x, fill_value, dtype=None, requires_grad=False) -> Tensor:
+    """A tensor of x's shape and dtype (unless `dtype` is given) filled with `fill_value`."""
+    x = x.data if isinstance(x, Tensor) else np.asarray(x)
+    dtype = x.dtype if dtype is None else dtype
+    return Tensor(np.full(x.shape, fill_value, dtype=dtype), requires_grad=requires_grad)
+
+
+def zeros_like(x, dtype=None, requires_grad=False) -> Tensor:
+    return full_like(x, 0, dtype=dtype, requires_grad=requires_grad)
+
+
+def ones_like(x, dtype=None, requires_grad=False) -> Tensor:
+    return full_like(x, 1, dtype=dtype, requires_grad=requires_grad)
 
 
 def randn(*shape, dtype=DEFAULT_DTYPE, requires_grad=False, generator=None, seed=None) -> Tensor:

@@ -4,8 +4,12 @@ tensor/functional.py: two batched matmul kernels around the causal softmax kerne
 
 "Fused" means one pass over the data does what several NumPy calls would do with a temporary
 array each: on a CPU the time of these ops goes into reading and writing memory, not arithmetic.
-Every kernel has a plain-NumPy reference right below it (`*_ref`) that the tests compare it with,
-float32 and float64. Arrays in, arrays out; the ops in tensor/functional.py own the gradients.
+Arrays in, arrays out; the ops in tensor/functional.py own the gradients.
+
+Each formula is written twice, once here as a kernel and once in plain NumPy: the NumPy one is
+the op's own path when the kernels are off (`with tensor.fused(False):`), in tensor/functional.py
+(gelu, layer_norm, cross_entropy, embedding) and tensor/optim.py (AdamW.step). That path is the
+kernel's reference: tests/test_fused_kernels.py compares the two, float32 and float64.
 
 Compiled with error_model="numpy" (a division by zero gives inf/nan as in NumPy instead of
 raising, which would stop LLVM from vectorizing the loop) and fastmath only where reassociating
@@ -105,13 +109,23 @@ def gelu_backward(x, g):
     return dx
 
 
-def gelu_forward_ref(x):
-    return 0.5 * x * (1 + np.tanh(_GELU_C * (x + 0.044715 * x ** 3)))
+# ---------------------------------------------------------------------------------------------
+# erf, elementwise, for the exact GELU (tensor.functional.gelu(x, approximate="none")): NumPy has
+# no erf and scipy is not a dependency, so Numba compiles math.erf (libm's, accurate to the last
+# bit or two) into a loop over the array. Reference: math.erf itself, one number at a time.
+# ---------------------------------------------------------------------------------------------
+@njit(**_JIT)
+def _erf_kernel(x, out):
+    for i in range(x.size):
+        out[i] = math.erf(x[i])
 
 
-def gelu_backward_ref(x, g):
-    t = np.tanh(_GELU_C * (x + 0.044715 * x ** 3))
-    return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _GELU_C * (1 + 3 * 0.044715 * x * x))
+def erf(x):
+    """erf of every element, in x's dtype."""
+    x = _c(x)
+    out = np.empty_like(x)
+    _erf_kernel(x.reshape(-1), out.reshape(-1))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,21 +197,6 @@ def layernorm_backward(g, x, w, mean, rstd):
     return dx.reshape(x.shape), dw.astype(x.dtype), db.astype(x.dtype)
 
 
-def layernorm_forward_ref(x, w, b, eps=1e-5):
-    mean = x.mean(axis=-1, keepdims=True)
-    rstd = 1.0 / np.sqrt(x.var(axis=-1, keepdims=True) + eps)
-    return (x - mean) * rstd * w + b, mean.reshape(-1), rstd.reshape(-1)
-
-
-def layernorm_backward_ref(g, x, w, mean, rstd):
-    c = x.shape[-1]
-    mean, rstd = mean.reshape(x.shape[:-1] + (1,)), rstd.reshape(x.shape[:-1] + (1,))
-    xhat = (x - mean) * rstd
-    d = g * w
-    dx = rstd * (d - d.mean(-1, keepdims=True) - xhat * (d * xhat).mean(-1, keepdims=True))
-    return dx, (g * xhat).reshape(-1, c).sum(0), g.reshape(-1, c).sum(0)
-
-
 # ---------------------------------------------------------------------------------------------
 # Cross-entropy over rows of logits z (N, V) with integer targets t (N,):
 #   loss_i = log Σ_v e^(z_iv) - z_i,t_i         (computed with the row max subtracted)
@@ -250,21 +249,6 @@ def cross_entropy_backward(z, t, lse, g_rows, ignore_index=-1):
     return dz
 
 
-def cross_entropy_forward_ref(z, t, ignore_index=-1):
-    m = z.max(axis=1, keepdims=True)
-    lse = (m + np.log(np.exp(z - m).sum(axis=1, keepdims=True)))[:, 0]
-    keep = t != ignore_index
-    losses = np.where(keep, lse - z[np.arange(len(t)), np.where(keep, t, 0)], 0.0)
-    return losses.astype(z.dtype), lse
-
-
-def cross_entropy_backward_ref(z, t, lse, g_rows, ignore_index=-1):
-    p = np.exp(z - lse[:, None])
-    keep = t != ignore_index
-    p[np.arange(len(t))[keep], t[keep]] -= 1.0
-    return p * np.where(keep, g_rows, 0.0)[:, None]
-
-
 # ---------------------------------------------------------------------------------------------
 # Embedding backward: dw[idx[n]] += g[n] for every position n (repeated ids add up)
 # ---------------------------------------------------------------------------------------------
@@ -283,12 +267,6 @@ def embedding_backward(idx, g, num_embeddings):
     dw = np.zeros((num_embeddings, c), dtype=g.dtype)
     _embedding_backward_kernel(_c(idx, np.int64).reshape(-1),
                                _c(g).reshape(-1, c), dw)
-    return dw
-
-
-def embedding_backward_ref(idx, g, num_embeddings):
-    dw = np.zeros((num_embeddings, g.shape[-1]), dtype=g.dtype)
-    np.add.at(dw, idx.reshape(-1), g.reshape(-1, g.shape[-1]))
     return dw
 
 
@@ -311,12 +289,3 @@ def adamw_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
     _adamw_kernel(p.reshape(-1), _c(g, p.dtype).reshape(-1),
                   m.reshape(-1), v.reshape(-1), lr, beta1, beta2, eps, weight_decay,
                   1.0 - beta1 ** step, 1.0 - beta2 ** step)
-
-
-def adamw_update_ref(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
-    m *= beta1
-    m += (1 - beta1) * g
-    v *= beta2
-    v += (1 - beta2) * g * g
-    p *= 1 - lr * weight_decay
-    p -= lr * (m / (1 - beta1 ** step)) / (np.sqrt(v / (1 - beta2 ** step)) + eps)
