@@ -130,17 +130,23 @@ def pick_prompt(prompt_arg, prompt_opt) -> str:
     return prompt_opt if prompt_opt is not None else (prompt_arg or "")
 
 
+def prompt_ids(tok, prompt: str) -> tuple[str, list[int]]:
+    """(the prompt as it will be shown, its token ids), or a one-line error."""
+    from . import generate as gen
+    try:
+        text = gen.prompt_text(tok, prompt)
+        return text, gen.encode_prompt(tok, text)
+    except (ValueError, KeyError) as e:   # an empty prompt, a character the vocabulary lacks
+        raise click.ClickException(f"cannot use the prompt: {e}") from None
+
+
 def stream_samples(model, tok, prompt: str, num_samples: int, max_new_tokens: int,
                    temperature: float, top_k: int, top_p, seed, stop_at_eot: bool) -> None:
     """Print num_samples continuations of prompt, token by token, whole characters only
     (TextStream), samples separated by a line of dashes; the speed goes to stderr. Ctrl-C
     stops, keeping what was printed."""
     from . import generate as gen                # looked up at call time (tests replace it)
-    try:
-        text = gen.prompt_text(tok, prompt)
-        ids = gen.encode_prompt(tok, text)
-    except (ValueError, KeyError) as e:   # an empty prompt, a character the vocabulary lacks
-        raise click.ClickException(f"cannot use the prompt: {e}") from None
+    text, ids = prompt_ids(tok, prompt)
     stop = getattr(tok, "eot_token", None) if stop_at_eot else None
     for n in range(num_samples):
         if n:

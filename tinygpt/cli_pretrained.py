@@ -15,8 +15,8 @@ import time
 import click
 
 from .cli_common import (MODEL_HELP, POSITIVE, checkpoint_option, load_for_command, pick_alias,
-                         pick_prompt, run_option, sampling_options, set_threads, stream_samples,
-                         threads_option)
+                         pick_prompt, prompt_ids, run_option, sampling_options, set_threads,
+                         stream_samples, threads_option)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -62,11 +62,7 @@ def print_samples(model, tok, prompt: str, num_samples: int, max_new_tokens: int
                        top_p, seed, stop_at_eot)
         return
     from . import generate as gen
-    try:
-        text = gen.prompt_text(tok, prompt)
-        ids = gen.encode_prompt(tok, text)
-    except (ValueError, KeyError) as e:   # an empty prompt, a character the vocabulary lacks
-        raise click.ClickException(f"cannot use the prompt: {e}") from None
+    text, ids = prompt_ids(tok, prompt)
     stop = getattr(tok, "eot_token", None) if stop_at_eot else None
     streams = [gen.TextStream(tok) for _ in range(num_samples)]
     texts = [[] for _ in range(num_samples)]               # samples 2..N, kept until the end
