@@ -173,6 +173,7 @@ def test_export_says_which_checkpoint_it_took(run, tmp_path):
 def test_out_still_names_the_run_on_sample_plot_and_export(run, tmp_path, cmd, extra):
     extra = [str(tmp_path / "hf") if a == "HF" else a for a in extra]
     if cmd == "plot":
+        pytest.importorskip("matplotlib", reason='plot needs matplotlib: pip install "tinygpt[plot]"')
         extra = ["--png", str(tmp_path / "loss.png")]
     result = invoke(cmd, "--out", run, *extra)
     assert result.exit_code == 0, result.output
@@ -193,6 +194,7 @@ def test_every_command_has_threads(cmd):
                                         ("x.foo", ["--png", ".foo", "png", "svg"]),
                                         ("x", ["--png", "png"])])
 def test_png_is_checked_before_any_work(run, tmp_path, cmd, png, words):
+    pytest.importorskip("matplotlib", reason='--png needs matplotlib: pip install "tinygpt[plot]"')
     args = ["--model", run, "--png", tmp_path / png]
     if cmd == "inspect":
         args.append("ROMEO:")

@@ -79,6 +79,7 @@ def test_every_op_has_a_gradient_test():
 
 
 def test_the_guard_notices_an_op_without_a_test():
+    registry()                      # (skipped, like the guard, where a module needs torch)
     assert uncovered(tuple(tensor.OPS) + ("frobnicate",)) == ["frobnicate"]
 
 
