@@ -332,16 +332,21 @@ def _rank_main(out_dir):
              **{f"weight{i}": w for i, w in enumerate(weights)})
 
 
-def _mpiexec_run(args, timeout):
-    """`mpiexec -n 2 python this_file args`, in its own process group so that on a timeout
-    every rank is killed too (a rank left waiting in an Allreduce spins a core)."""
-    mpiexec = Path(sys.executable).parent / "mpiexec"     # the one installed beside this Python
-    mpiexec = str(mpiexec) if mpiexec.exists() else shutil.which("mpiexec")
-    if mpiexec is None:
+def find_mpiexec() -> str:
+    """The mpiexec installed beside this Python (the MPI of its mpi4py), else the one on PATH."""
+    beside = Path(sys.executable).parent / "mpiexec"
+    found = str(beside) if beside.exists() else shutil.which("mpiexec")
+    if found is None:
         pytest.skip('no mpiexec on PATH: pip install -e ".[mpi]" installs MPICH\'s')
-    proc = subprocess.Popen([mpiexec, "-n", "2", sys.executable, __file__, *args],
-                            env=_env_without_launcher(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return found
+
+
+def run_in_group(cmd, timeout, env=None):
+    """Run cmd in its own process group, so that on a timeout every rank is killed too (a rank
+    left waiting in an Allreduce spins a core)."""
+    proc = subprocess.Popen(cmd, env=env if env is not None else _env_without_launcher(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -349,6 +354,11 @@ def _mpiexec_run(args, timeout):
         proc.communicate()
         raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def _mpiexec_run(args, timeout):
+    """`mpiexec -n 2 python this_file args`."""
+    return run_in_group([find_mpiexec(), "-n", "2", sys.executable, __file__, *args], timeout)
 
 
 def test_two_ranks_match_one_process_accumulating_their_micro_batches(tmp_path):

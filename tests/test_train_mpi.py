@@ -1,17 +1,14 @@
 """`mpiexec -n 2 tinygpt train` against one process with --grad-accum 2: the same micro-batches
 in the same order, so the same losses and weights to float tolerance (tinygpt/distributed.py)."""
-import os
-import shutil
-import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tensor.io import load_safetensors
 from tinygpt import checkpoint as ckpt
+from test_distributed import find_mpiexec, run_in_group
 
 pytest.importorskip("mpi4py", reason='mpi4py is not installed: pip install -e ".[mpi]"')
 
@@ -21,27 +18,9 @@ TINY = ["--n-layer", "2", "--n-head", "2", "--n-embd", "16", "--block-size", "16
 
 
 def run(cmd, timeout=300):
-    """Run in its own process group, so that a timeout kills every rank too."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPIR_"))}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, f"{cmd} failed:\n{stdout}\n{stderr}"
-    return stdout
-
-
-def mpiexec():
-    beside = Path(sys.executable).parent / "mpiexec"     # the one installed with this Python
-    found = str(beside) if beside.exists() else shutil.which("mpiexec")
-    if found is None:
-        pytest.skip('no mpiexec on PATH: pip install -e ".[mpi]" installs MPICH\'s')
-    return found
+    out = run_in_group(cmd, timeout)
+    assert out.returncode == 0, f"{cmd} failed:\n{out.stdout}\n{out.stderr}"
+    return out.stdout
 
 
 def rows(out):
@@ -51,7 +30,8 @@ def rows(out):
 
 def test_two_ranks_train_like_one_process_with_grad_accum_2(tmp_path):
     tinygpt = [sys.executable, "-m", "tinygpt.cli", "train"]
-    run([mpiexec(), "-n", "2", *tinygpt, *TINY, "--threads", "1", "--out", str(tmp_path / "mpi")])
+    run([find_mpiexec(), "-n", "2", *tinygpt, *TINY, "--threads", "1",
+         "--out", str(tmp_path / "mpi")])
     run([*tinygpt, *TINY, "--grad-accum", "2", "--out", str(tmp_path / "one")])
     a, b = rows(tmp_path / "mpi"), rows(tmp_path / "one")
     assert a.shape == b.shape == (4, 4)                 # one row per evaluation, rank 0 alone
@@ -67,9 +47,9 @@ def test_two_ranks_train_like_one_process_with_grad_accum_2(tmp_path):
 def test_resume_needs_the_same_number_of_ranks(tmp_path):
     tinygpt = [sys.executable, "-m", "tinygpt.cli", "train"]
     out = str(tmp_path / "mpi")
-    run([mpiexec(), "-n", "2", *tinygpt, *TINY, "--threads", "1", "--max-iters", "8",
+    run([find_mpiexec(), "-n", "2", *tinygpt, *TINY, "--threads", "1", "--max-iters", "8",
          "--out", out])
-    run([mpiexec(), "-n", "2", *tinygpt, "--resume", "--out", out, "--max-iters", "16",
+    run([find_mpiexec(), "-n", "2", *tinygpt, "--resume", "--out", out, "--max-iters", "16",
          "--quiet"])
     assert ckpt.find_checkpoint(out, "latest")[1]["iteration"] == 16
     proc = subprocess.run([*tinygpt, "--resume", "--out", out, "--max-iters", "24"],
