@@ -904,11 +904,19 @@ def dropout(x, p: float = 0.5, training: bool = True, generator: np.random.Gener
         raise ValueError(f"dropout: p must be in [0, 1), got {p}")
     if not training or p == 0.0:
         return x
-    rng = generator if generator is not None else _t.default_generator()
-    m = (rng.random(x.shape) >= p).astype(x.dtype) / np.asarray(1.0 - p, dtype=x.dtype)
+    m = _dropout_mask(x.shape, p, x.dtype, generator)
     def backward(g):
         x.grad += g * m
     return _node(x.data * m, "dropout", (x,), backward)
+
+
+def _dropout_mask(shape, p, dtype, generator=None):
+    """m: 1/(1-p) where an entry is kept (probability 1-p), 0 where it is dropped. One draw per
+    entry from `generator` (tensor's default one if None); `attention` uses the same draws, so
+    the fused and op-by-op paths consume the random stream alike."""
+    rng = generator if generator is not None else _t.default_generator()
+    keep = rng.random(shape) >= p                                  # (shape) bool
+    return keep.astype(dtype) / np.asarray(1.0 - p, dtype=dtype)
 
 
 # out[...] = w[idx[...]]  (a row lookup);  dw[i] = Σ of g over every place where idx == i
@@ -933,18 +941,22 @@ def embedding(idx, w) -> Tensor:
 
 
 # Causal self-attention from the fused q/k/v projection, all heads in one op:
-#   per head: a = softmax(q kᵀ / √hs, causal);  y = a v      (heads side by side in y)
-#   dv = aᵀ g;  da = g vᵀ;  ds = a ⊙ (da - Σ a ⊙ da) / √hs;  dq = ds k;  dk = dsᵀ q
-# One node instead of eleven: q, k, v are strided views of qkv (no split or transpose copies),
-# the products run in the batched matmul kernel and the mask, scale and softmax in one pass of
-# the softmax kernel. The op-by-op version of the same computation is in tinygpt/model.py
-# (CausalSelfAttention), used when the fused kernels are off.
-def attention(qkv, n_head: int) -> Tensor:
-    """qkv (B, T, 3C) with q, k, v side by side -> y (B, T, C)."""
+#   per head: a = softmax(q kᵀ / √hs, causal);  ã = a ⊙ m (dropout; m = 1 without);  y = ã v
+#   dv = ãᵀ g;  dã = g vᵀ;  da = dã ⊙ m;  ds = a ⊙ (da - Σ a ⊙ da) / √hs;  dq = ds k;  dk = dsᵀ q
+# One node instead of twelve: q, k, v are strided views of qkv (no split or transpose copies),
+# the products run in BLAS and the mask, scale and softmax in one pass of the softmax kernel.
+# The op-by-op version of the same computation is in tinygpt/model.py (CausalSelfAttention),
+# used when the fused kernels are off; both draw the same dropout mask from the generator.
+def attention(qkv, n_head: int, dropout: float = 0.0,
+              generator: np.random.Generator | None = None) -> Tensor:
+    """qkv (B, T, 3C) with q, k, v side by side -> y (B, T, C). dropout: the probability of
+    zeroing each attention weight (pass 0 in eval mode), drawn from `generator`."""
     qkv = as_tensor(qkv)
     if qkv.ndim != 3 or qkv.shape[-1] % (3 * n_head):
         raise ValueError(f"attention: qkv must be (B, T, 3C) with C divisible by n_head={n_head}, "
                          f"got shape {qkv.shape}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"attention: dropout must be in [0, 1), got {dropout}")
     B, T, C3 = qkv.shape
     C, hs = C3 // 3, C3 // 3 // n_head
     scale = 1.0 / math.sqrt(hs)
@@ -955,14 +967,21 @@ def attention(qkv, n_head: int) -> Tensor:
     # stacks first. (Batched products always go to BLAS; see tensor/kernels/matmul.py.)
     att = kernels.softmax_forward(np.matmul(q, k.swapaxes(-1, -2)), scale=scale,
                                   causal=True)                     # (B, nh, T, T)
-    y = np.matmul(att, v)                                          # (B, nh, T, hs)
+    m = None
+    if dropout > 0:
+        m = _dropout_mask(att.shape, dropout, att.dtype, generator)   # (B, nh, T, T)
+    att_d = att if m is None else att * m                          # (B, nh, T, T)
+    y = np.matmul(att_d, v)                                        # (B, nh, T, hs)
     out = y.transpose(0, 2, 1, 3).reshape(B, T, C)                 # (B, T, C): heads side by side
     def backward(g):
         g = g.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)      # (B, nh, T, hs)
         dqkv = np.empty((B, T, 3, n_head, hs), dtype=qkv.dtype)
         dq, dk, dv = dqkv.transpose(2, 0, 3, 1, 4)                 # views into dqkv
-        np.matmul(att.swapaxes(-1, -2), g, out=dv)                 # dv = aᵀ g
-        ds = kernels.softmax_backward(att, np.matmul(g, v.swapaxes(-1, -2)), scale=scale)
+        np.matmul(att_d.swapaxes(-1, -2), g, out=dv)               # dv = ãᵀ g
+        da = np.matmul(g, v.swapaxes(-1, -2))                      # dã = g vᵀ  (B, nh, T, T)
+        if m is not None:
+            da *= m                                                # da = dã ⊙ m
+        ds = kernels.softmax_backward(att, da, scale=scale)
         np.matmul(ds, k, out=dq)                                   # dq = ds k
         np.matmul(ds.swapaxes(-1, -2), q, out=dk)                  # dk = dsᵀ q
         qkv.grad += dqkv.reshape(B, T, C3)

@@ -56,6 +56,42 @@ def test_fused_and_op_by_op_models_agree():
         np.testing.assert_allclose(ga[n], p.grad, rtol=1e-4, atol=1e-6, err_msg=n)
 
 
+def _set_dropout_stream(model, seed):
+    rng = np.random.default_rng(seed)
+    for _, m in model.named_modules():
+        if isinstance(m, nn.Dropout):
+            m.generator = rng
+
+
+def test_fused_and_op_by_op_models_agree_with_dropout():
+    # with dropout the fused attention draws its mask from the same stream, in the same order,
+    # as the op-by-op path's attn_dropout: the same seed gives the same training step (float64)
+    model = tiny(np.float64, dropout=0.3)
+    idx = np.random.default_rng(0).integers(0, 11, size=(3, 8))
+    results = {}
+    for fused in (True, False):
+        _set_dropout_stream(model, 5)
+        model.zero_grad()
+        with tensor.fused(fused):
+            logits, loss = model(idx, idx)
+            loss.backward()
+        results[fused] = (loss.item(), {n: p.grad.copy() for n, p in model.named_parameters()})
+    assert results[True][0] == pytest.approx(results[False][0], rel=1e-12)
+    for n in results[True][1]:
+        np.testing.assert_allclose(results[True][1][n], results[False][1][n], rtol=1e-9,
+                                   atol=1e-12, err_msg=n)
+    # and dropout does something: another stream gives another loss
+    _set_dropout_stream(model, 6)
+    assert model(idx, idx)[1].item() != pytest.approx(results[True][0], rel=1e-6)
+    # eval mode: no mask at all, fused and op-by-op alike
+    model.eval()
+    with tensor.fused(True):
+        a = model(idx, idx)[1].item()
+    with tensor.fused(False):
+        b = model(idx, idx)[1].item()
+    assert a == pytest.approx(b, rel=1e-12)
+
+
 def test_parameter_names_follow_gpt2():
     names = [n for n, _ in tiny(n_layer=1).named_parameters()]
     assert names == ["wte.weight", "wpe.weight",

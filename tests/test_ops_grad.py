@@ -995,8 +995,9 @@ def test_grad_diamond():
 # ---------------------------------------------------------------------------------------------
 # attention, and the fused kernels against the NumPy path of the same ops
 # ---------------------------------------------------------------------------------------------
-def fused_attention_reference(qkv, n_head):
-    """Causal self-attention written from its definition, head by head, query by query."""
+def fused_attention_reference(qkv, n_head, keep=None, p=0.0):
+    """Causal self-attention written from its definition, head by head, query by query. With
+    dropout: keep (B, nh, T, T) bool says which weights survive, each scaled by 1/(1-p)."""
     B, T, C3 = qkv.shape
     C = C3 // 3
     hs = C // n_head
@@ -1010,6 +1011,8 @@ def fused_attention_reference(qkv, n_head):
                 scores = np.array([q[i] @ k[j] / math.sqrt(hs) for j in range(i + 1)])
                 w = np.exp(scores - scores.max())
                 w /= w.sum()
+                if keep is not None:
+                    w = np.where(keep[b, h, i, :i + 1], w / (1 - p), 0.0)
                 y[b, i, h * hs:(h + 1) * hs] = w @ v[:i + 1]
     return y
 
@@ -1025,9 +1028,25 @@ def test_grad_attention(b, t, n_head, hs, seed):
     check(lambda x: F.attention(x, n_head), x)
 
 
+@settings(max_examples=N_EXAMPLES)
+@given(b=st.integers(1, 2), t=st.integers(1, 5), n_head=st.integers(1, 3), hs=st.integers(1, 3),
+       p=st.sampled_from([0.1, 0.5, 0.9]), seed=SEEDS)
+def test_grad_attention_with_dropout(b, t, n_head, hs, p, seed):
+    # the mask is the generator's first (B, nh, T, T) uniform draws, kept where >= p; a fresh
+    # generator per call gives gradcheck the same mask every time
+    a = normal(seed, (b, t, 3 * n_head * hs))
+    keep = np.random.default_rng(seed).random((b, n_head, t, t)) >= p
+    def f(x):
+        return F.attention(x, n_head, p, np.random.default_rng(seed))
+    assert_forward(f(leaf(a)), fused_attention_reference(a, n_head, keep, p))
+    check(f, leaf(a))
+
+
 def test_attention_rejects_bad_shapes():
     with pytest.raises(ValueError, match="attention"):
         F.attention(leaf(normal(0, (2, 3, 10))), 2)
+    with pytest.raises(ValueError, match="attention: dropout"):
+        F.attention(leaf(normal(0, (2, 3, 12))), 2, dropout=1.0)
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "numpy"])

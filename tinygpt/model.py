@@ -113,9 +113,11 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         nh, hs = self.n_head, C // self.n_head
         qkv = self.c_attn(x)                                        # (B, T, 3C)
-        if tensor.is_fused() and cache is None and self.attn_dropout.p == 0:
-            # all of the lines below in one Numba kernel (tensor.functional.attention)
-            return self.resid_dropout(self.c_proj(F.attention(qkv, nh)))
+        if tensor.is_fused() and cache is None:
+            # all of the lines below in one op (tensor.functional.attention)
+            drop = self.attn_dropout
+            y = F.attention(qkv, nh, drop.p if drop.training else 0.0, drop.generator)
+            return self.resid_dropout(self.c_proj(y))
         q, k, v = F.split(qkv, 3, axis=-1)                          # 3 × (B, T, C)
         q = q.reshape(B, T, nh, hs).transpose(1, 2)                 # (B, nh, T, hs)
         k = k.reshape(B, T, nh, hs).transpose(1, 2)                 # (B, nh, T, hs)
