@@ -187,6 +187,27 @@ def test_best_and_latest_are_both_kept_and_chosen(tmp_path):
     assert names == {f"ckpt-{best['iteration']:07d}", "ckpt-0000012"}
 
 
+@pytest.mark.parametrize("when", ["verify", "read"])
+def test_a_checkpoint_pruned_while_it_is_read_is_not_an_error(tmp_path, monkeypatch, when):
+    # `sample` reads the latest checkpoint while `train` saves a newer one and prunes it: the
+    # reader looks again and loads the new latest, with no "damaged" warning
+    out = tmp_path / "run"
+    run_tiny(out, max_iters=8, eval_interval=4)
+    first = ckpt.find_checkpoint(out, "latest")[0]
+    name = {"verify": "verify", "read": "_load_arrays"}[when]
+    real = getattr(ckpt, name)
+    def racing(path, *args):
+        monkeypatch.setattr(ckpt, name, real)                      # once
+        run_tiny(out, resume=True, max_iters=12)                   # saves ckpt 12, and
+        if first.path.exists():                                    # prunes 8 unless it is the
+            ckpt._remove_dir(first.path)                           # best: then as prune would
+        return real(path, *args)
+    monkeypatch.setattr(ckpt, name, racing)
+    lines = []
+    _, _, config = ckpt.load_model(out, which="latest", log=lines.append)
+    assert config["iteration"] == 12 and lines == []
+
+
 # ----------------------------------------------------------------------------------------------
 # Fresh runs never overwrite; one writer per run
 # ----------------------------------------------------------------------------------------------

@@ -314,6 +314,8 @@ def find_checkpoint(path, which: str = "latest", log=None) -> tuple[Checkpoint, 
             verify(c.path)
             config = load_config(c.path)
         except CheckpointError as e:
+            if _pruned(c, path):        # a `train` writing to this run removed it as we read:
+                return find_checkpoint(path, which, log)         # not damage; look again
             errors.append(str(e))
             if log is not None:
                 log(f"warning: {e}; skipping the checkpoint {c.path}")
@@ -321,6 +323,12 @@ def find_checkpoint(path, which: str = "latest", log=None) -> tuple[Checkpoint, 
         return c, config
     raise CheckpointError(f"every checkpoint in {path} is damaged: " + "; ".join(errors)
                           + ". Start a new run (`tinygpt train --out NEW_DIR`) or restore a backup.")
+
+
+def _pruned(c: Checkpoint, run_dir: Path) -> bool:
+    """True when checkpoint c of run_dir is gone because a training run pruned it (it was one of
+    several in a run directory and no longer exists), so a fresh look will find its successor."""
+    return c.path != run_dir and not c.path.exists()
 
 
 def load_config(ckpt_dir) -> dict:
@@ -368,7 +376,12 @@ def load_model(path, dtype=np.float32, which: str = "best", log=None):
                               f"{tokenizer.vocab_size} tokens but the model only "
                               f"{model_cfg.vocab_size}; the file is damaged or edited")
     model = GPT(model_cfg, dtype=dtype, init=False)
-    arrays, _ = _load_arrays(ckpt.path / MODEL_FILE, int(config.get("iteration", 0)))
+    try:
+        arrays, _ = _load_arrays(ckpt.path / MODEL_FILE, int(config.get("iteration", 0)))
+    except CheckpointError:
+        if _pruned(ckpt, Path(str(path))):   # pruned between the check and the read: look again
+            return load_model(path, dtype, which, log)
+        raise
     try:
         model.load_state_dict(arrays)
     except KeyError as e:
