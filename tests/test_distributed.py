@@ -212,6 +212,27 @@ def test_allreduce_mean_and_check_same_alone_and_with_a_fake_second_rank():
     dist.check_same(params, _FakeRanks(0, 2, [np.array(dist.checksum(params))]))
 
 
+def test_gathered_rng_states_continue_each_stream_exactly():
+    # a state taken mid-stream (with a buffered 32-bit half) restores to the same next draws
+    a, b = np.random.default_rng([7, 0]), np.random.default_rng([7, 1])
+    a.random(5), a.integers(0, 10, dtype=np.uint32), b.random(3)       # has_uint32 = 1 on a
+    row_b = np.array([0] * 6, dtype=np.uint64)
+    st = b.bit_generator.state
+    row_b[:4] = [st["state"]["state"] >> 64, st["state"]["state"] & (2**64 - 1),
+                 st["state"]["inc"] >> 64, st["state"]["inc"] & (2**64 - 1)]
+    row_b[4:] = [st["has_uint32"], st["uinteger"]]
+    states = dist.gather_rng_states(a, _FakeRanks(0, 2, [row_b]))
+    assert states[0] == a.bit_generator.state and states[1] == b.bit_generator.state
+    assert dist.gather_rng_states(a) == [a.bit_generator.state]            # alone
+    for rng, state in zip((a, b), states):
+        again = np.random.default_rng()
+        again.bit_generator.state = state
+        assert again.integers(0, 10, dtype=np.uint32) == rng.integers(0, 10, dtype=np.uint32)
+        np.testing.assert_array_equal(again.random(4), rng.random(4))
+    with pytest.raises(TypeError, match="PCG64"):
+        dist.gather_rng_states(np.random.Generator(np.random.MT19937(0)))
+
+
 def test_broadcast_arrays_wants_writable_contiguous_arrays():
     with pytest.raises(ValueError, match="C-contiguous"):
         dist.broadcast_arrays([np.zeros((3, 4)).T])

@@ -55,3 +55,21 @@ def test_resume_needs_the_same_number_of_ranks(tmp_path):
     proc = subprocess.run([*tinygpt, "--resume", "--out", out, "--max-iters", "24"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "same number" in proc.stderr
+
+
+def test_resume_over_mpi_continues_every_ranks_dropout_stream(tmp_path):
+    # with dropout each rank draws its own masks; a run stopped and resumed must end with the
+    # same weights as one that never stopped (before, ranks > 0 drew a new stream on resume)
+    tinygpt = [sys.executable, "-m", "tinygpt.cli", "train"]
+    mpi = [find_mpiexec(), "-n", "2"]
+    args = [*TINY, "--dropout", "0.1", "--threads", "1", "--lr-decay-iters", "16"]  # one schedule
+    run([*mpi, *tinygpt, *args, "--max-iters", "16", "--out", str(tmp_path / "straight")])
+    run([*mpi, *tinygpt, *args, "--max-iters", "8", "--out", str(tmp_path / "stopped")])
+    run([*mpi, *tinygpt, "--resume", "--out", str(tmp_path / "stopped"), "--max-iters", "16",
+         "--quiet"])
+    wa = load_safetensors(ckpt.list_checkpoints(tmp_path / "straight")[-1].path
+                          / "model.safetensors")
+    wb = load_safetensors(ckpt.list_checkpoints(tmp_path / "stopped")[-1].path
+                          / "model.safetensors")
+    for k in wa:
+        np.testing.assert_array_equal(wa[k], wb[k], err_msg=k)

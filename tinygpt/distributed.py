@@ -285,6 +285,25 @@ def abort_on_error(world: World | None = None):
         raise
 
 
+def gather_rng_states(rng: np.random.Generator, world: World | None = None) -> list[dict]:
+    """Every rank's state of its own generator (e.g. its dropout stream), in rank order, on every
+    rank: what a checkpoint needs so that each rank continues its stream on resume. Sent as six
+    uint64 per rank (PCG64's 128-bit state and increment, its buffered 32-bit half), not pickled.
+    """
+    world = world or World()
+    st = rng.bit_generator.state
+    if st["bit_generator"] != "PCG64":
+        raise TypeError(f"gather_rng_states: expected a PCG64 generator (np.random.default_rng), "
+                        f"got {st['bit_generator']}")
+    lo = (1 << 64) - 1
+    s, inc = st["state"]["state"], st["state"]["inc"]
+    row = np.array([s >> 64, s & lo, inc >> 64, inc & lo, st["has_uint32"], st["uinteger"]],
+                   dtype=np.uint64)
+    return [{"bit_generator": "PCG64",
+             "state": {"state": (int(r[0]) << 64) | int(r[1]), "inc": (int(r[2]) << 64) | int(r[3])},
+             "has_uint32": int(r[4]), "uinteger": int(r[5])} for r in world.gather(row)]
+
+
 def broadcast_arrays(arrays, root: int = 0, world: World | None = None) -> None:
     """Overwrite each array, in place, with rank `root`'s copy (e.g. the initial weights)."""
     world = world or World()

@@ -592,13 +592,14 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
         best_val = float(saved.get("best_val_loss") or math.inf)
         rng_states = ckpt.load_training_state(start.path, optimizer, start_iter)
         batch_rng.bit_generator.state = rng_states["batch"]
+        per_rank = rng_states.get("dropout_ranks")         # every rank's stream (over MPI)
         if world.size == 1:
             dropout_rng.bit_generator.state = rng_states["dropout"]
-        else:                  # rank 0's state alone is saved: the others draw a new stream
-            dropout_rng = np.random.default_rng([opts.seed + 1, world.rank, start_iter])
-            for _, m in model.named_modules():
-                if isinstance(m, tensor.nn.Dropout):
-                    m.generator = dropout_rng
+        elif per_rank is not None and len(per_rank) == world.size:
+            dropout_rng.bit_generator.state = per_rank[world.rank]
+        else:       # a checkpoint of an older tinygpt held rank 0's alone: draw a new stream
+            dropout_rng.bit_generator.state = np.random.default_rng(
+                [opts.seed + 1, world.rank, start_iter]).bit_generator.state
         if world.is_main:
             _truncate_metrics(metrics, start_iter)
         log(f"resuming {start.describe()} toward iteration {opts.max_iters}")
@@ -625,15 +626,18 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
         f"parameters; {len(data.train):,} train / {len(data.val):,} val tokens")
 
     def save(it, val_loss):
+        dropout_states = dist.gather_rng_states(dropout_rng, world)   # every rank takes part
         if not world.is_main:
             return
         config = {"model": model_cfg.to_dict(), "tokenizer": tokenizer.to_dict(),
                   "train": asdict(opts), "iteration": it, "val_loss": val_loss,
                   "best_val_loss": best_val if math.isfinite(best_val) else None,
                   "data_sha256": checksum, "resumes": resumes, "world_size": world.size}
-        ckpt.save_checkpoint(out, model, config, optimizer,
-                             {"batch": batch_rng.bit_generator.state,
-                              "dropout": dropout_rng.bit_generator.state})
+        states = {"batch": batch_rng.bit_generator.state,
+                  "dropout": dropout_rng.bit_generator.state}
+        if world.size > 1:
+            states["dropout_ranks"] = dropout_states
+        ckpt.save_checkpoint(out, model, config, optimizer, states)
 
     params = model.parameters()
     T, B, G = model_cfg.block_size, opts.batch_size, opts.grad_accum
