@@ -77,6 +77,11 @@ def test_finetuned_export_matches_transformers(tmp_path, hf_dir, text_file):
     with torch.no_grad():
         b = theirs(torch.tensor([ids])).logits[0].numpy()
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    # and transformers' AutoTokenizer reads the exported tokenizer as ours encodes
+    theirs_tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf-out"))
+    text = "First Citizen:\nSpeak<|endoftext|>"
+    assert theirs_tok(text)["input_ids"] == tok.encode(text, allowed_special="all")
+    assert theirs_tok.model_max_length == 16 and theirs_tok.eos_token_id == tok.eot_token
 
 
 def test_finetune_a_training_run(tmp_path, text_file):

@@ -9,6 +9,7 @@ writes into my-gpt2/
                         Linear stores [in, out] like GPT-2's Conv1D, so nothing is transposed;
                         the output projection is tied to wte, so there is no lm_head.weight.
     vocab.json, merges.txt      a BPE model's tokenizer (GPT2Tokenizer.save_hf)
+    tokenizer_config.json       how AutoTokenizer uses them (special token, longest input)
     tinygpt_char_vocab.json     a character model's vocabulary; transformers cannot read it,
                                 tinygpt.pretrained.load_pretrained can
     config.json         a GPT2Config, written last: its presence marks a complete export
@@ -25,7 +26,9 @@ from tensor.io import atomic_write_json, save_safetensors
 
 from .pretrained import CHAR_VOCAB_FILE, CONFIG_FILE, MERGES_FILE, VOCAB_FILE, WEIGHTS_FILE
 
-EXPORT_FILES = (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE, MERGES_FILE, CHAR_VOCAB_FILE)
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+EXPORT_FILES = (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE, MERGES_FILE, TOKENIZER_CONFIG_FILE,
+                CHAR_VOCAB_FILE)
 
 
 class ExportError(RuntimeError):
@@ -121,7 +124,15 @@ def _write(model, tok, dst: Path, written: list) -> list[str]:
     if is_bpe:
         written += [dst / VOCAB_FILE, dst / MERGES_FILE]
         vocab, merges = tok.save_hf(dst)
-        lines.append(f"wrote {vocab} and {merges} (GPT-2 BPE, {tok.vocab_size} tokens)")
+        # how transformers' AutoTokenizer should use them: GPT-2's one special token, and the
+        # longest input this model takes (without it transformers assumes no limit)
+        written.append(dst / TOKENIZER_CONFIG_FILE)
+        eot = tok.decode([tok.eot_token])
+        atomic_write_json(dst / TOKENIZER_CONFIG_FILE, {
+            "tokenizer_class": "GPT2Tokenizer", "model_max_length": c.block_size,
+            "bos_token": eot, "eos_token": eot, "unk_token": eot, "add_prefix_space": False})
+        lines.append(f"wrote {vocab}, {merges} and {dst / TOKENIZER_CONFIG_FILE} (GPT-2 BPE, "
+                     f"{tok.vocab_size} tokens)")
     else:
         written.append(dst / CHAR_VOCAB_FILE)
         atomic_write_json(dst / CHAR_VOCAB_FILE, {
