@@ -148,3 +148,23 @@ def test_adamw_fused_step_equals_numpy_step(dtype, shape, weight_decay):
         np.testing.assert_allclose(p.data, q.data, **tol)
     for got, want in zip(opt_a.m + opt_a.v, opt_b.m + opt_b.v):
         np.testing.assert_allclose(got, want, **tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(0,), (1,), (7,), (13, 31)])
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 0.97])
+def test_dropout_mask_kernel_equals_numpy_path(dtype, shape, p):
+    # the same generator state on both paths: the same bits, so exactly the same mask
+    with tensor.fused(True):
+        fused = F._dropout_mask(shape, p, dtype, np.random.default_rng(3))
+    with tensor.fused(False):
+        plain = F._dropout_mask(shape, p, dtype, np.random.default_rng(3))
+    assert fused.dtype == plain.dtype == dtype and fused.shape == plain.shape == shape
+    np.testing.assert_array_equal(fused, plain)
+    # and both follow the rule from the generator's raw 32-bit words
+    n = math.prod(shape)
+    words = np.random.default_rng(3).bit_generator.random_raw((n + 1) // 2)
+    bits = [(int(w) >> s) & 0xFFFFFFFF for w in words for s in (0, 32)][:n]   # low half first
+    keep = np.array([b >= math.ceil(p * 2**32) for b in bits], dtype=bool).reshape(shape)
+    scale = dtype(1) / dtype(1 - p)
+    np.testing.assert_array_equal(plain, np.where(keep, scale, dtype(0)))

@@ -1032,10 +1032,11 @@ def test_grad_attention(b, t, n_head, hs, seed):
 @given(b=st.integers(1, 2), t=st.integers(1, 5), n_head=st.integers(1, 3), hs=st.integers(1, 3),
        p=st.sampled_from([0.1, 0.5, 0.9]), seed=SEEDS)
 def test_grad_attention_with_dropout(b, t, n_head, hs, p, seed):
-    # the mask is the generator's first (B, nh, T, T) uniform draws, kept where >= p; a fresh
-    # generator per call gives gradcheck the same mask every time
+    # the mask comes from the generator's first B·nh·T·T 32-bit words (tensor/functional.py's
+    # _dropout_mask, tested in test_fused_kernels.py); a fresh generator per call gives
+    # gradcheck the same mask every time
     a = normal(seed, (b, t, 3 * n_head * hs))
-    keep = np.random.default_rng(seed).random((b, n_head, t, t)) >= p
+    keep = F._dropout_mask((b, n_head, t, t), p, np.float64, np.random.default_rng(seed)) > 0
     def f(x):
         return F.attention(x, n_head, p, np.random.default_rng(seed))
     assert_forward(f(leaf(a)), fused_attention_reference(a, n_head, keep, p))

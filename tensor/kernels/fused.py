@@ -1,5 +1,5 @@
 """Fused Numba kernels for the hot loops of a transformer: GELU, layer norm, cross-entropy,
-embedding scatter-add and the AdamW update. (Attention is fused at the op level in
+embedding scatter-add, the dropout mask and the AdamW update. (Attention is fused at the op level in
 tensor/functional.py: two batched matmul kernels around the causal softmax kernel.)
 
 "Fused" means one pass over the data does what several NumPy calls would do with a temporary
@@ -8,7 +8,7 @@ Arrays in, arrays out; the ops in tensor/functional.py own the gradients.
 
 Each formula is written twice, once here as a kernel and once in plain NumPy: the NumPy one is
 the op's own path when the kernels are off (`with tensor.fused(False):`), in tensor/functional.py
-(gelu, layer_norm, cross_entropy, embedding) and tensor/optim.py (AdamW.step). That path is the
+(gelu, layer_norm, cross_entropy, embedding, dropout) and tensor/optim.py (AdamW.step). That path is the
 kernel's reference: tests/test_fused_kernels.py compares the two, float32 and float64.
 
 Compiled with error_model="numpy" (a division by zero gives inf/nan as in NumPy instead of
@@ -268,6 +268,24 @@ def embedding_backward(idx, g, num_embeddings):
     _embedding_backward_kernel(_c(idx, np.int64).reshape(-1),
                                _c(g).reshape(-1, c), dw)
     return dw
+
+
+# ---------------------------------------------------------------------------------------------
+# Dropout mask from 32 random bits per entry (bits: flat uint32):
+#   m = scale where bits ≥ t (kept), 0 where bits < t (dropped);   t = ⌈p·2³²⌉, scale = 1/(1-p)
+# so an entry is dropped with probability t/2³², within 2⁻³² of p.
+# ---------------------------------------------------------------------------------------------
+@njit(**_JIT)
+def _dropout_mask_kernel(bits, t, scale, out):
+    for i in range(bits.size):
+        out[i] = scale if bits[i] >= t else 0
+
+
+def dropout_mask(bits, t, scale):
+    """(n,) uint32 bits, threshold t, scale (a NumPy float of the mask's dtype) -> (n,) mask."""
+    out = np.empty(bits.size, dtype=scale.dtype)
+    _dropout_mask_kernel(bits, np.uint64(t), scale, out)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
