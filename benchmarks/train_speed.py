@@ -251,6 +251,8 @@ def torch_worker(a):
     cfg, recipe = SimpleNamespace(**json.loads(a.config)), json.loads(a.recipe)
     torch.set_num_threads(a.threads)
     model = ref.build(cfg, seed=a.seed)           # training mode: dropout as the preset says
+    if a.compile:       # what a speed-minded PyTorch user tries next; compiles in the warm-up
+        model = torch.compile(model)
     opt = ref.adamw(model, recipe["lr"], tuple(recipe["betas"]), recipe["weight_decay"])
     batches = [(ref.to_torch(x), ref.to_torch(y))
                for x, y in random_batches(a.seed, a.batch, cfg.block_size, cfg.vocab_size)]
@@ -264,9 +266,11 @@ def torch_worker(a):
     def timed(iters, rewarm):
         return time_steps(step, iters, rewarm)
 
+    t0 = time.perf_counter()
     timed(0, a.warmup)
     serve({"threads": torch.get_num_threads(), "version": torch.__version__,
-           "params": sum(p.numel() for p in model.parameters())},
+           "params": sum(p.numel() for p in model.parameters()),
+           "warmup_s": time.perf_counter() - t0},
           lambda req: {"times": timed(req["iters"], req["rewarm"])})
 
 
@@ -303,6 +307,11 @@ def bench_preset(name, a, recipe, print_row):
                 if a.side == "both" and w.info["params"] != info["params"]:
                     print(f"warning: the two models differ: {info['params']:,} parameters in "
                           f"tinygpt, {w.info['params']:,} in torch", flush=True)
+                if a.torch_compile:
+                    w = Worker([__file__, "--worker", "torch", *common, "--compile"])
+                    print(f"torch.compile worker ({name}): compiled and warmed up in "
+                          f"{w.info['warmup_s']:.0f} s", flush=True)
+                    workers["torch compiled"] = (w, {})
                 if a.torch_malloc:   # PyTorch given the malloc thresholds tinygpt sets itself
                     env = dict(os.environ, **TUNED_MALLOC_ENV)
                     w = Worker([__file__, "--worker", "torch", *common], env=env)
@@ -321,6 +330,7 @@ def bench_preset(name, a, recipe, print_row):
     for side, (p50, p25, p75) in median.items():
         side_name = {"tinygpt fused": "tinygpt (fused)", "tinygpt unfused": "tinygpt (op-by-op)",
                      "torch": f"PyTorch {version('torch')}",
+                     "torch compiled": f"PyTorch {version('torch')}, torch.compile",
                      "torch tuned malloc": f"PyTorch {version('torch')}, tinygpt's malloc "
                                            f"thresholds"}[side]
         ratio = f"{median['torch'][0] / p50:.2f}x" if "torch" in median else "n/a"
@@ -348,7 +358,11 @@ def main():
     p.add_argument("--torch-malloc", action="store_true",
                    help="also time PyTorch with the glibc malloc thresholds that importing "
                         "tensor sets (tensor/memory.py), through MALLOC_*_ environment variables")
+    p.add_argument("--torch-compile", action="store_true",
+                   help="also time PyTorch with torch.compile(model) (inductor; compiling takes "
+                        "a minute or more in the warm-up, needs a C++ compiler)")
     # worker-process arguments (set by the parent, not by hand)
+    p.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--worker", choices=("tinygpt", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--preset", help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
