@@ -917,6 +917,9 @@ def _dropout_mask(shape, p, dtype, generator=None):
     """The mask for an array of `shape`, drawn from `generator` (tensor's default one if None).
     `attention` draws its mask here too, so the fused and op-by-op paths use the same stream."""
     rng = generator if generator is not None else _t.default_generator()
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"dropout: generator must be a numpy.random.Generator "
+                        f"(np.random.default_rng(seed)), got {type(rng).__name__}")
     n = math.prod(shape)
     bits = rng.bit_generator.random_raw((n + 1) // 2).view(np.uint32)[:n]   # (n,) uint32
     t = math.ceil(p * 2**32)

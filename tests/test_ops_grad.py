@@ -857,6 +857,11 @@ def test_dropout_averages_to_its_input(p):
     assert np.all(np.abs(mean - a) < 6 * np.abs(a) * math.sqrt(p / (1 - p) / draws))
 
 
+def test_dropout_names_a_wrong_generator():
+    with pytest.raises(TypeError, match="dropout: generator must be a numpy.random.Generator"):
+        F.dropout(leaf(np.ones(4)), 0.5, generator=np.random.RandomState(0))
+
+
 def test_dropout_draws_a_new_mask_each_call():
     x = leaf(np.ones(1000))
     rng = np.random.default_rng(0)
