@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from tensor.io import load_safetensors
 from tinygpt import checkpoint as ckpt
 from tinygpt.cli_train import train_cmd
 from tinygpt.progress import Progress
-from tinygpt.train import TrainOptions, train
+from tinygpt.train import TrainOptions, resume_options, train
 
 TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, max_iters=12,
             eval_interval=4, eval_iters=2, warmup_iters=2, dropout=0.1)
@@ -243,6 +244,16 @@ def test_overwrite_replaces_the_run_only_after_the_model_is_built(tmp_path):
     assert r.exit_code == 0, r.output
     assert ckpt.find_checkpoint(out, "latest")[1]["iteration"] == 8
     assert (out / "notes.txt").read_text() == "mine"                 # not ours: left alone
+
+
+def test_threads_are_this_process_s_own_on_resume():
+    # a run started with --threads 2 resumes on "auto" (None) unless --threads is given again,
+    # and neither is reported as a change of plan
+    saved = asdict(TrainOptions(threads=2, max_iters=8))
+    opts, changes = resume_options(saved, TrainOptions(out="o", max_iters=8), set())
+    assert opts.threads is None and changes == []
+    opts, changes = resume_options(saved, TrainOptions(out="o", threads=1), {"threads"})
+    assert opts.threads == 1 and changes == []
 
 
 def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):

@@ -67,7 +67,8 @@ def _presets_epilog() -> str:
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out with its saved options; --max-iters, --lr, "
                    "--min-lr, --warmup-iters, --lr-decay-iters, --weight-decay, --grad-clip, "
-                   "--eval-interval, --eval-iters and --threads may be changed.")
+                   "--eval-interval and --eval-iters may be changed (--threads is this "
+                   "command's own).")
 @click.option("--overwrite", is_flag=True,
               help="Replace the run in --out (its checkpoints and metrics.csv) with a new one.")
 @click.option("--quiet", is_flag=True, help="No progress bar (evaluations are still printed).")

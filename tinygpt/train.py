@@ -160,7 +160,9 @@ def describe_presets() -> str:
 # defines the run (its model, its data, its batches): changing it would silently make a
 # different run under the same name, so it is refused.
 RESUME_CHANGEABLE = ("max_iters", "lr", "min_lr", "warmup_iters", "lr_decay_iters",
-                     "weight_decay", "grad_clip", "eval_interval", "eval_iters", "threads")
+                     "weight_decay", "grad_clip", "eval_interval", "eval_iters")
+# --threads is not part of the run at all: it says how this process uses this machine now, so a
+# resume takes this command's (default: auto), never the count the run was started with.
 RESUME_FIXED = ("preset", "n_layer", "n_head", "n_embd", "block_size", "dropout", "bias",
                 "batch_size", "grad_accum", "seed", "data", "tokenizer", "beta1", "beta2",
                 "init_from")
@@ -382,9 +384,9 @@ def resume_options(saved: dict, opts: TrainOptions, given: set) -> tuple[TrainOp
     is an error naming it."""
     known = {f.name for f in fields(TrainOptions)}
     merged = {k: v for k, v in saved.items() if k in known}
-    merged["out"] = opts.out
+    merged["out"], merged["threads"] = opts.out, opts.threads      # this process's own
     refused, changes = [], []
-    for name in sorted(given & known - {"out"}):
+    for name in sorted(given & known - {"out", "threads"}):
         new, old = getattr(opts, name), merged.get(name)
         if name == "data":
             new = data_path(new)
