@@ -40,6 +40,8 @@ __all__ = [
     "save_safetensors",
     "load_safetensors",
     "load_safetensors_metadata",
+    "open_safetensors",
+    "SafetensorsFile",
     "atomic_open",
     "atomic_write",
     "atomic_write_bytes",
@@ -54,8 +56,9 @@ __all__ = [
 # How each safetensors dtype is stored on disk, always as explicit little-endian NumPy
 # dtypes: reading with "<f4" instead of "float32" means a big-endian host byte-swaps
 # instead of silently misreading. NumPy has no bfloat16, so BF16 is read as its raw
-# uint16 bit patterns and widened to float32 (see _bf16_to_float32). BOOL is read as
-# bytes and turned into real booleans (any nonzero byte is True).
+# uint16 bit patterns and widened to float32 (see _bf16_to_float32), unless the caller asks
+# for the bits as they are (raw=True). BOOL is read as bytes and turned into real booleans
+# (any nonzero byte is True).
 _STORAGE = {
     "F64": np.dtype("<f8"),
     "F32": np.dtype("<f4"),
@@ -199,6 +202,8 @@ def _check_utf8(what: str, text: str) -> None:
 # Design: each tensor is read with readinto() straight into a freshly allocated array of
 # its final shape. That is one copy, from the OS into the array we return; the file is
 # never held in memory twice (GPT-2 xl is 6 GB), and reads run in file order.
+# open_safetensors goes one step further for a loader that converts as it reads: it hands
+# out one tensor at a time, so only that tensor's bytes need be in memory at once.
 # Why not mmap: it also avoids a second copy, but a file that is truncated or replaced
 # while mapped turns reads into SIGBUS -- a crash, not an error -- and a map cannot be
 # closed while NumPy views into it are alive. With readinto, a file that shrinks under us
@@ -221,17 +226,16 @@ class _Header:
     data_start: int  # file offset of the data section: 8 + N
 
 
-def load_safetensors(path, *, to_float32: bool = False) -> dict[str, np.ndarray]:
+def load_safetensors(path, *, to_float32: bool = False, raw: bool = False) -> dict[str, np.ndarray]:
     """Read every tensor of a safetensors file, checking every bound first.
 
-    Returns {name: array} in file order, in native byte order. BF16 tensors are always
-    widened to float32 (NumPy has no bfloat16); F16 tensors too when `to_float32`.
+    Returns {name: array} in file order, in native byte order. BF16 tensors are widened to
+    float32 (NumPy has no bfloat16); F16 tensors too when `to_float32`. With `raw`, BF16
+    tensors come back as their uint16 bit patterns instead, unwidened (see SafetensorsFile.read).
     Other dtypes are returned as stored. Raises SafetensorsError on any malformed file.
     """
-    path = os.fspath(path)
-    with open(path, "rb", buffering=0) as f:
-        header = _read_header(f, path)
-        return {e.name: _read_tensor(f, path, header.data_start, e, to_float32) for e in header.entries}
+    with open_safetensors(path) as f:
+        return {name: f.read(name, to_float32=to_float32, raw=raw) for name in f.names()}
 
 
 def load_safetensors_metadata(path) -> dict[str, str]:
@@ -239,9 +243,94 @@ def load_safetensors_metadata(path) -> dict[str, str]:
 
     The whole header is validated, as by load_safetensors, but no tensor data is read.
     """
-    path = os.fspath(path)
-    with open(path, "rb", buffering=0) as f:
-        return dict(_read_header(f, path).metadata)
+    with open_safetensors(path) as f:
+        return dict(f.metadata)
+
+
+def open_safetensors(path) -> SafetensorsFile:
+    """Open a safetensors file to read its tensors one at a time (the header is checked now).
+
+        with open_safetensors("model.safetensors") as f:
+            for name in f.names():                      # file order
+                x = f.read(name)                        # this tensor only
+
+    A loader that converts each tensor as it comes (say, to int8) holds one tensor's bytes at
+    a time instead of the whole file's."""
+    return SafetensorsFile(path)
+
+
+class SafetensorsFile:
+    """An open safetensors file whose header has been read and checked; tensors are read on
+    request, each straight from the file into its own array. Close it (or use `with`)."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self._f = open(self.path, "rb", buffering=0)
+        try:
+            self._header = _read_header(self._f, self.path)
+        except BaseException:
+            self._f.close()
+            raise
+        self._entries = {e.name: e for e in self._header.entries}
+        self.metadata: dict[str, str] = self._header.metadata
+
+    def __enter__(self) -> SafetensorsFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def names(self) -> list[str]:
+        """Tensor names, in file order."""
+        return list(self._entries)
+
+    def __contains__(self, name) -> bool:
+        return name in self._entries
+
+    def dtype(self, name: str) -> str:
+        """The stored dtype's safetensors name: "F32", "BF16", ..."""
+        return self._entry(name).dtype
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._entry(name).shape
+
+    def read(self, name: str, *, to_float32: bool = False, raw: bool = False, rows=None) -> np.ndarray:
+        """Tensor `name` as an array of its own, in native byte order.
+
+        BF16 is widened to float32 (exactly: a bfloat16 is the top half of a float32), and so
+        is F16 when `to_float32`. `raw=True` keeps BF16 as stored: a uint16 array of its bit
+        patterns, with no float32 copy made (for code that computes with bfloat16 bits, such as
+        tensor/quant.py); F16 then stays float16. BOOL becomes bool either way.
+        rows=(start, stop): only rows [start, stop) of the first axis are read."""
+        if raw and to_float32:
+            raise ValueError(f"SafetensorsFile.read({name!r}): raw=True keeps tensors as stored "
+                             f"and to_float32=True widens them; ask for one of the two")
+        e = self._entry(name)
+        if rows is not None:
+            e = _row_slice(self.path, e, rows)
+        return _read_tensor(self._f, self.path, self._header.data_start, e, to_float32, raw)
+
+    def _entry(self, name: str) -> _Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise KeyError(f"safetensors file {self.path!r} has no tensor {name!r} (it has "
+                           f"{len(self._entries)}: {', '.join(list(self._entries)[:5])}"
+                           f"{' ...' if len(self._entries) > 5 else ''})") from None
+
+
+def _row_slice(path: str, e: _Entry, rows) -> _Entry:
+    """The entry for rows [start, stop) of e's first axis: a byte range inside e's."""
+    start, stop = rows
+    if not e.shape or not 0 <= start <= stop <= e.shape[0]:
+        raise ValueError(f"safetensors file {path!r}, key {e.name!r}: rows [{start}, {stop}) "
+                         f"are not inside its shape {list(e.shape)}")
+    row_bytes = math.prod(e.shape[1:]) * _STORAGE[e.dtype].itemsize
+    return _Entry(name=e.name, dtype=e.dtype, shape=(stop - start,) + e.shape[1:],
+                  begin=e.begin + start * row_bytes, end=e.begin + stop * row_bytes)
 
 
 def _read_header(f, path: str) -> _Header:
@@ -436,7 +525,7 @@ def _read_exact(f, n: int, path: str) -> bytes:
     return b"".join(chunks)
 
 
-def _read_tensor(f, path: str, data_start: int, e: _Entry, to_float32: bool) -> np.ndarray:
+def _read_tensor(f, path: str, data_start: int, e: _Entry, to_float32: bool, raw: bool = False) -> np.ndarray:
     storage = _STORAGE[e.dtype]
     x = np.empty(e.shape, dtype=storage)
     buf = memoryview(x.reshape(-1).view(np.uint8))  # the array's own bytes, written in place
@@ -450,7 +539,7 @@ def _read_tensor(f, path: str, data_start: int, e: _Entry, to_float32: bool) -> 
     del buf
     x = x.astype(storage.newbyteorder("="), copy=False)  # native byte order; a no-op on little-endian hosts
     if e.dtype == "BF16":
-        return _bf16_to_float32(x)
+        return x if raw else _bf16_to_float32(x)
     if e.dtype == "BOOL":
         return x.astype(np.bool_)  # any nonzero byte is True
     if e.dtype == "F16" and to_float32:

@@ -104,10 +104,21 @@ class Module:
         wrongly shaped key is named in one error, and nothing is changed."""
         own = dict(self.named_parameters())
         state = {k: (v.data if isinstance(v, Tensor) else v) for k, v in state.items()}
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        mismatched = [f"{k}: checkpoint {tuple(np.shape(state[k]))} vs model {own[k].shape}"
-                      for k in own if k in state and tuple(np.shape(state[k])) != own[k].shape]
+        missing, unexpected = self.check_state_shapes(
+            {k: tuple(np.shape(v)) for k, v in state.items()}, strict)
+        for k, p in own.items():
+            if k in state:
+                p.data[...] = np.asarray(state[k], dtype=p.dtype)
+        return missing, unexpected
+
+    def check_state_shapes(self, shapes: dict, strict: bool = True):
+        """load_state_dict's checks on {name: shape} alone (a file's header, before its arrays
+        are read): returns (missing, unexpected) names, or raises KeyError naming them all."""
+        own = dict(self.named_parameters())
+        missing = [k for k in own if k not in shapes]
+        unexpected = [k for k in shapes if k not in own]
+        mismatched = [f"{k}: checkpoint {tuple(shapes[k])} vs model {own[k].shape}"
+                      for k in own if k in shapes and tuple(shapes[k]) != own[k].shape]
         problems = []
         if mismatched:
             problems.append("shape mismatch for " + "; ".join(mismatched))
@@ -118,9 +129,6 @@ class Module:
         if problems:
             raise KeyError(f"load_state_dict into {type(self).__name__}: " + " | ".join(problems)
                            + ". Does the checkpoint come from a model with the same config?")
-        for k, p in own.items():
-            if k in state:
-                p.data[...] = np.asarray(state[k], dtype=p.dtype)
         return missing, unexpected
 
 

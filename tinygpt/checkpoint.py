@@ -357,10 +357,13 @@ def _load_arrays(path: Path, iteration: int):
     return arrays, meta
 
 
-def load_model(path, dtype=np.float32, which: str = "best", log=None):
+def load_model(path, dtype=np.float32, which: str = "best", log=None,
+               weight_dtype: str = "float32"):
     """The model, its tokenizer and the checkpoint's config.json, from a run directory (its
     best or latest checkpoint) or one checkpoint directory.
 
+    weight_dtype "bfloat16" or "int8": the weights are quantized as they are read, one tensor at
+    a time (tinygpt/quantize.py's load_quantized), so the float32 model never exists whole.
     config["source"] says which checkpoint was loaded; log(line) receives warnings (a damaged
     checkpoint skipped for an older one)."""
     from .model import GPT, GPTConfig
@@ -375,21 +378,51 @@ def load_model(path, dtype=np.float32, which: str = "best", log=None):
         raise CheckpointError(f"{ckpt.path / CONFIG_FILE}: the tokenizer has "
                               f"{tokenizer.vocab_size} tokens but the model only "
                               f"{model_cfg.vocab_size}; the file is damaged or edited")
-    model = GPT(model_cfg, dtype=dtype, init=False)
+    model = GPT(model_cfg, dtype=dtype, init=False)     # zeros: no memory until written
+    file, iteration = ckpt.path / MODEL_FILE, int(config.get("iteration", 0))
     try:
-        arrays, _ = _load_arrays(ckpt.path / MODEL_FILE, int(config.get("iteration", 0)))
+        if weight_dtype == "float32":
+            arrays, _ = _load_arrays(file, iteration)
+            try:
+                model.load_state_dict(arrays)
+            except KeyError as e:
+                raise CheckpointError(f"{file}: {e.args[0]}") from None
+        else:
+            _load_quantized(model, file, iteration, weight_dtype)
     except CheckpointError:
         if _pruned(ckpt, Path(str(path))):   # pruned between the check and the read: look again
-            return load_model(path, dtype, which, log)
+            return load_model(path, dtype, which, log, weight_dtype)
         raise
-    try:
-        model.load_state_dict(arrays)
-    except KeyError as e:
-        raise CheckpointError(f"{ckpt.path / MODEL_FILE}: {e.args[0]}") from None
     kind = {"best": "best", "latest": "latest"}[which]
     config["source"] = f"{ckpt.describe()}, the {kind} checkpoint"
     config["checkpoint_dir"] = str(ckpt.path)
     return model, tokenizer, config
+
+
+def _load_quantized(model, file: Path, iteration: int, weight_dtype: str) -> None:
+    """Fill `model` (built with init=False) from model.safetensors one tensor at a time,
+    quantizing each to weight_dtype as it is read; the same checks as _load_arrays and
+    load_state_dict (the save it belongs to, names, shapes), made on the header first."""
+    from tensor.io import open_safetensors
+    from .quantize import load_quantized
+    if not file.exists():
+        raise CheckpointError(f"checkpoint file missing: {file}")
+    try:
+        with open_safetensors(file) as f:
+            saved = f.metadata.get("iteration")
+            if saved is not None and int(saved) != iteration:
+                raise CheckpointError(f"{file} is from iteration {saved} but config.json says "
+                                      f"{iteration}: the files belong to different saves.")
+            try:
+                model.check_state_shapes({name: f.shape(name) for name in f.names()})
+            except KeyError as e:
+                raise CheckpointError(f"{file}: {e.args[0]}") from None
+            load_quantized(model, weight_dtype,
+                           lambda name, rows=None: f.read(name, raw=True, rows=rows))
+    except SafetensorsError as e:
+        raise CheckpointError(f"{file} is damaged: {e}") from None
+    except ValueError as e:                      # a weight that cannot be quantized (nan, inf)
+        raise CheckpointError(f"{file}: {e}") from None
 
 
 def load_training_state(ckpt_dir, optimizer, iteration: int) -> dict:

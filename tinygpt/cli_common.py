@@ -76,13 +76,13 @@ def pick_alias(ctx: click.Context, model_name, out_alias):
     return out_alias
 
 
-def load_for_command(model_name, which: str = "best"):
+def load_for_command(model_name, which: str = "best", weight_dtype: str = "float32"):
     """(model, tokenizer) from the one loader, saying on stderr what was loaded; a model that
     cannot be loaded is a one-line error (exit 1)."""
     from .loading import LoadError, load_model
     click.echo(f"loading {model_name} ...", err=True)
     try:
-        model, tok, description = load_model(model_name, which=which,
+        model, tok, description = load_model(model_name, which=which, weight_dtype=weight_dtype,
                                              log=lambda line: click.echo(line, err=True))
     except LoadError as e:
         raise click.ClickException(str(e)) from None

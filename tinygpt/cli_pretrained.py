@@ -35,11 +35,10 @@ def dtype_option(f):
 
 
 def load_with_dtype(model_name, which, dtype):
-    """load_for_command, then the weights quantized to dtype (stderr says how many bytes)."""
-    from .quantize import quantize_gpt, weight_nbytes
-    model, tok = load_for_command(model_name, which)
-    if dtype != "float32" and getattr(model, "weight_dtype", "float32") != dtype:
-        quantize_gpt(model, dtype)
+    """load_for_command with the weights quantized to dtype as they are read (stderr says how
+    many bytes)."""
+    from .quantize import weight_nbytes
+    model, tok = load_for_command(model_name, which, weight_dtype=dtype)   # quantized as read
     if dtype != "float32":
         click.echo(f"weights in {dtype}: {weight_nbytes(model) / 1e6:,.0f} MB", err=True)
     return model, tok

@@ -5,6 +5,7 @@ a training run.
     model, tok, description = load_model("path/to/hf-dir")    # what save_pretrained writes
     model, tok, description = load_model("out")               # a `tinygpt train` run: its best
     model, tok, description = load_model("out", which="latest")
+    model, tok, description = load_model("gpt2", weight_dtype="int8")   # quantized as it is read
 
 One rule tells a training run from a Hugging Face directory: tinygpt.checkpoint.is_checkpoint.
 A run is read by tinygpt/checkpoint.py, anything else by tinygpt/pretrained.py. Either way the
@@ -26,19 +27,26 @@ class LoadError(RuntimeError):
     """A model that cannot be loaded; the message names the file and says what to do."""
 
 
-def load_model(name_or_dir, *, which: str = "best", dtype=np.float32, log=None):
+def load_model(name_or_dir, *, which: str = "best", dtype=np.float32, weight_dtype: str = "float32",
+               log=None):
     """(model in eval mode, tokenizer, description) from a GPT-2 name, a Hugging Face GPT-2
     directory, or a training run (`which`: its "best" or "latest" checkpoint).
 
+    weight_dtype "bfloat16" or "int8" (the commands' --dtype): the Linear weights and wte are
+    quantized as they are read, one tensor at a time (tinygpt/quantize.py: load_quantized), so
+    the peak memory is the compact model plus one float32 tensor, not the float32 model; the
+    model is then for inference only. A bfloat16 Hugging Face file keeps its bits.
     log(line): where a run's warnings go (say, a damaged checkpoint skipped for an older one)."""
     from . import checkpoint
     from .pretrained import PretrainedError, load_pretrained, resolve
+    from .quantize import check_weight_dtype
     if which not in WHICH:
         raise ValueError(f"load_model: which must be 'best' or 'latest', got {which!r}")
+    check_weight_dtype("load_model", weight_dtype, dtype)
     if checkpoint.is_checkpoint(name_or_dir):
         try:
             model, tok, config = checkpoint.load_model(name_or_dir, dtype=dtype, which=which,
-                                                       log=log)
+                                                       log=log, weight_dtype=weight_dtype)
         except checkpoint.CheckpointError as e:
             raise LoadError(str(e)) from None
         except (KeyError, ValueError, TypeError) as e:     # a config.json field of a wrong kind
@@ -50,7 +58,7 @@ def load_model(name_or_dir, *, which: str = "best", dtype=np.float32, log=None):
         return model.eval(), tok, description
     try:
         directory = resolve(name_or_dir)        # a name: its folder in the Hub cache
-        model, tok = load_pretrained(directory, dtype=dtype)
+        model, tok = load_pretrained(directory, dtype=dtype, weight_dtype=weight_dtype)
     except PretrainedError as e:
         raise LoadError(str(e)) from None
     is_dir = os.path.isdir(os.fspath(name_or_dir))

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 import tensor
-from tensor.io import SafetensorsError, load_safetensors
+from tensor.io import SafetensorsError, load_safetensors, open_safetensors
 
 from .model import GPT, GPTConfig
 
@@ -60,14 +60,20 @@ class PretrainedError(ValueError):
 # The entry point
 # ----------------------------------------------------------------------------------------------
 
-def load_pretrained(name_or_path, dtype=np.float32):
+def load_pretrained(name_or_path, dtype=np.float32, weight_dtype: str = "float32"):
     """(GPT, tokenizer) from a GPT-2 name (gpt2, gpt2-medium, gpt2-large, gpt2-xl, optionally
     prefixed "openai-community/") or from a local Hugging Face GPT-2 directory.
 
     A name is fetched through huggingface_hub into its cache (~/.cache/huggingface, or HF_HOME);
     with HF_HUB_OFFLINE=1 only the cache is used. A directory is read with no network at all.
+    weight_dtype "bfloat16" or "int8" (`--dtype`): the weights are quantized as they are read,
+    one tensor at a time, so the float32 model never exists whole (read_hf_weights_quantized);
+    the model is then for inference only. "float32": every weight as float32 (F16 and BF16
+    files widened), in `dtype`.
     """
     from .checkpoint import is_checkpoint
+    from .quantize import check_weight_dtype
+    check_weight_dtype("load_pretrained", weight_dtype, dtype)
     directory = resolve(name_or_path)
     if is_checkpoint(directory):
         raise PretrainedError(f"{directory} is a tinygpt training checkpoint, not a Hugging Face "
@@ -76,9 +82,12 @@ def load_pretrained(name_or_path, dtype=np.float32):
     config = config_from_hf(read_hf_config(directory / CONFIG_FILE), directory / CONFIG_FILE)
     model = GPT(config, dtype=dtype, init=False)   # every weight is loaded below
     model.eval()
-    weights = read_hf_weights(directory, model)
-    for name, p in model.named_parameters():
-        p.data = weights.pop(name)   # checked: same shape and dtype. No copy; the init is freed
+    if weight_dtype == "float32":
+        weights = read_hf_weights(directory, model)
+        for name, p in model.named_parameters():
+            p.data = weights.pop(name)   # checked: same shape and dtype. No copy; the init is freed
+    else:
+        read_hf_weights_quantized(directory, model, weight_dtype)
     tokenizer = load_tokenizer(directory, config.vocab_size)
     return model, tokenizer
 
@@ -233,6 +242,57 @@ def read_hf_weights(directory: Path, model: GPT) -> dict[str, np.ndarray]:
     return hf_to_tinygpt(arrays, model, str(path))
 
 
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")   # safetensors dtypes a weight may have
+_TIE_ROWS = 1024        # rows of wte and lm_head compared at a time when streaming
+
+
+def read_hf_weights_quantized(directory: Path, model: GPT, weight_dtype: str) -> None:
+    """Fill model (built with init=False) from directory/model.safetensors one tensor at a time,
+    quantizing the Linear weights and wte to weight_dtype as they are read (tinygpt/quantize.py:
+    load_quantized). Every key and shape is checked from the header before any weight is read.
+
+    With "bfloat16", a BF16 tensor keeps its bits exactly as stored (read raw: no float32 copy);
+    an F16, F32 or F64 one is widened to float32 and rounded to bfloat16, tensor by tensor.
+    With "int8", each tensor is widened to float32, quantized, and its float32 copy dropped."""
+    from .quantize import load_quantized
+    path = directory / WEIGHTS_FILE
+    if not path.exists():
+        _refuse_other_formats(directory, path)
+    try:
+        with open_safetensors(path) as f:
+            stored = {key: (f.shape(key), f.dtype(key), f.dtype(key) in FLOAT_DTYPES)
+                      for key in f.names()}
+            keys, lm_head = match_hf_keys(stored, model, str(path))
+            if lm_head is not None:
+                _check_tied_rows(f, lm_head, keys, str(path))
+            raw = weight_dtype == "bfloat16"     # BF16 as uint16 bits, F16 as float16
+
+            def read(name: str, rows=None) -> np.ndarray:
+                if raw:
+                    return f.read(keys[name], raw=True, rows=rows)
+                return f.read(keys[name], to_float32=True, rows=rows)
+
+            load_quantized(model, weight_dtype, read)
+    except PretrainedError:
+        raise
+    except SafetensorsError as e:
+        raise PretrainedError(str(e)) from None
+    except ValueError as e:                      # a weight that cannot be quantized (nan, inf)
+        raise PretrainedError(f"{path}: {e}") from None
+
+
+def _check_tied_rows(f, lm_head: str, keys: dict, path: str) -> None:
+    """lm_head.weight must equal wte (as read_hf_weights checks), compared a block of rows at a
+    time so that neither is ever whole in memory as float32."""
+    wte, rows = keys["wte.weight"], f.shape(keys["wte.weight"])[0]
+    for start in range(0, rows, _TIE_ROWS):
+        span = (start, min(start + _TIE_ROWS, rows))
+        head = f.read(lm_head, to_float32=True, rows=span)
+        table = f.read(wte, to_float32=True, rows=span).astype(np.float32, copy=False)
+        if not np.array_equal(head, table):
+            raise _untied(path, keys)
+
+
 def _refuse_other_formats(directory: Path, path: Path):
     others = [name for name in OTHER_FORMATS if (directory / name).exists()]
     if others:
@@ -252,11 +312,26 @@ def _refuse_other_formats(directory: Path, path: Path):
 
 def hf_to_tinygpt(arrays: dict, model: GPT, path: str) -> dict[str, np.ndarray]:
     """Rename Hugging Face keys to ours, drop buffers, check tying, names and shapes."""
+    stored = {key: (x.shape, str(x.dtype), np.issubdtype(x.dtype, np.floating))
+              for key, x in arrays.items()}
+    keys, lm_head = match_hf_keys(stored, model, path)
+    params = dict(model.named_parameters())
+    ours = {name: np.ascontiguousarray(arrays[key], dtype=params[name].dtype)
+            for name, key in keys.items()}
+    if lm_head is not None and not np.array_equal(arrays[lm_head], ours["wte.weight"]):
+        raise _untied(path, keys)
+    return ours
+
+
+def match_hf_keys(stored: dict, model: GPT, path: str) -> tuple[dict[str, str], str | None]:
+    """({our parameter name: its key in the file}, the key of lm_head.weight or None), from the
+    file's {key: (shape, dtype name, is floating point)}: every name and shape checked before a
+    byte of the weights is read. The names come in the order of model.named_parameters()."""
     expected = {name: p for name, p in model.named_parameters()}
     ours, lm_head, original = {}, None, {}
-    for key, x in arrays.items():
+    for key, info in stored.items():
         if key == "lm_head.weight":
-            lm_head = x
+            lm_head = key
             continue
         name = key[len(_PREFIX):] if key.startswith(_PREFIX) else key
         if _BUFFER.fullmatch(name):
@@ -264,11 +339,11 @@ def hf_to_tinygpt(arrays: dict, model: GPT, path: str) -> dict[str, np.ndarray]:
         if name in ours:
             raise PretrainedError(f"{path}: key {key!r} and key {original[name]!r} are the same "
                                   f"weight, stored twice; keep one")
-        ours[name], original[name] = x, key
+        ours[name], original[name] = info, key
 
     missing = [name for name in expected if name not in ours]
     if missing:
-        prefix = _PREFIX if any(k.startswith(_PREFIX) for k in arrays) else ""
+        prefix = _PREFIX if any(k.startswith(_PREFIX) for k in stored) else ""
         raise PretrainedError(f"{path}: missing key {prefix + missing[0]!r}"
                               + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
                               + f"; a GPT-2 with {model.config.n_layer} layers (config.json) "
@@ -280,22 +355,24 @@ def hf_to_tinygpt(arrays: dict, model: GPT, path: str) -> dict[str, np.ndarray]:
                               + f"; it is not part of a GPT-2 with {model.config.n_layer} layers. "
                               f"Does config.json match the weights?")
     for name, p in expected.items():
-        x = ours[name]
-        if x.shape != p.shape:
-            raise PretrainedError(f"{path}: key {original[name]!r} has shape {list(x.shape)}, but "
+        shape, dtype, floating = ours[name]
+        if tuple(shape) != p.shape:
+            raise PretrainedError(f"{path}: key {original[name]!r} has shape {list(shape)}, but "
                                   f"config.json implies {list(p.shape)}. Does config.json match "
                                   f"the weights?")
-        if not np.issubdtype(x.dtype, np.floating):
-            raise PretrainedError(f"{path}: key {original[name]!r} holds {x.dtype} values; "
+        if not floating:
+            raise PretrainedError(f"{path}: key {original[name]!r} holds {dtype} values; "
                                   f"weights must be floating point (F32, F16, BF16 or F64)")
-        ours[name] = np.ascontiguousarray(x, dtype=p.dtype)
-    if lm_head is not None and not (lm_head.shape == ours["wte.weight"].shape
-                                    and np.array_equal(lm_head, ours["wte.weight"])):
-        raise PretrainedError(f"{path}: key 'lm_head.weight' differs from "
-                              f"{original['wte.weight']!r}; tinygpt ties the output projection "
-                              f"to the token embedding (as GPT-2 does) and cannot load an untied "
-                              f"head")
-    return ours
+    if lm_head is not None and tuple(stored[lm_head][0]) != tuple(ours["wte.weight"][0]):
+        raise _untied(path, original)
+    return {name: original[name] for name in expected}, lm_head
+
+
+def _untied(path: str, keys: dict) -> PretrainedError:
+    return PretrainedError(f"{path}: key 'lm_head.weight' differs from "
+                           f"{keys['wte.weight']!r}; tinygpt ties the output projection "
+                           f"to the token embedding (as GPT-2 does) and cannot load an untied "
+                           f"head")
 
 
 def _listing(directory: Path) -> str:
