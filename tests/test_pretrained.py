@@ -20,6 +20,7 @@ from tinygpt.checkpoint import load_model, save_checkpoint
 from tinygpt.cli import main
 from tinygpt.generate import TextStream
 from tinygpt.model import GPT, GPTConfig
+from tinygpt import pretrained
 from tinygpt.pretrained import PretrainedError, load_pretrained, strided_perplexity
 
 # vocab 50257 so that the bundled GPT-2 tokenizer fits the model
@@ -318,9 +319,33 @@ def test_name_when_the_hub_cannot_be_reached(monkeypatch, no_network, empty_hub_
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(empty_hub_cache, "hf_hub_download", fake)
+    monkeypatch.setattr(pretrained, "_hub_reachable", lambda endpoint: True)   # it seemed so
     msg = load_error("gpt2")
     assert calls == [True, False]                   # the cache first, then the network
     assert "could not be reached" in msg and "--model DIR" in msg
+
+
+def test_no_route_to_the_hub_fails_at_once_without_retries(monkeypatch, empty_hub_cache):
+    # a machine with no network: the connection probe fails, so huggingface_hub's network path
+    # (5 retries, ~25 s) is never entered
+    calls = []
+    real = empty_hub_cache.hf_hub_download
+
+    def fake(repo, filename, local_files_only=False, **kwargs):
+        calls.append(local_files_only)
+        return real(repo, filename, local_files_only=True, **kwargs)
+
+    def no_route(*args, **kwargs):
+        raise OSError("Network is unreachable")
+    for var in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(socket, "create_connection", no_route)
+    monkeypatch.setattr(empty_hub_cache, "hf_hub_download", fake)
+    msg = load_error("gpt2")
+    assert calls == [True] and "could not be reached" in msg
+    assert pretrained._hub_reachable("https://huggingface.co") is False
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")        # behind a proxy: no verdict
+    assert pretrained._hub_reachable("https://huggingface.co") is True
 
 
 def test_name_served_from_the_cache_without_the_network(monkeypatch, no_network, empty_hub_cache,

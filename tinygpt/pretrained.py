@@ -118,6 +118,22 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _hub_reachable(endpoint: str, timeout: float = 5.0) -> bool:
+    """Can a TCP connection to the Hub be opened? Asked once before downloading: without it, a
+    machine with no network waits ~25 s while huggingface_hub retries, and then fails anyway.
+    Behind a proxy (HTTPS_PROXY, ALL_PROXY) a direct connection proves nothing: assume yes."""
+    import socket
+    from urllib.parse import urlsplit
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlsplit(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except (OSError, ValueError):           # no route, no DNS, refused, timed out, bad URL
+        return False
+    return True
+
+
 def download(name: str) -> Path:
     """The four files of openai-community/<name> in the Hub cache (fetched once); their folder.
 
@@ -140,7 +156,7 @@ def download(name: str) -> Path:
         try:
             return Path(hf_hub_download(repo, filename, local_files_only=True))  # cache only
         except LocalEntryNotFoundError:
-            if offline:
+            if offline or not _hub_reachable(constants.ENDPOINT):
                 raise
         return Path(hf_hub_download(repo, filename))                             # the network
 
