@@ -136,7 +136,7 @@ def transformers_worker(a):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--threads", type=int, default=cpu_count(),
                    help="threads for both sides (default: all cores)")
     p.add_argument("--owner", choices=("blas", "numba"), default=None,

@@ -4,6 +4,7 @@ Oracles: the Numba kernels against their plain-NumPy references (float32 and flo
 activations, odd shapes, one row, a few rows, many rows); bfloat16 rounding against PyTorch's;
 int8 against the error bound of its own definition (each weight within half a step of its row's
 scale); quantized layers and a quantized GPT against the float model they came from."""
+import numba
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -15,7 +16,9 @@ from tensor.quant import QuantEmbedding, QuantLinear, quantize_, weight_nbytes
 from tinygpt.model import GPT, GPTConfig
 from tinygpt.quantize import quantize_gpt, weight_bytes
 
-ROWS = [1, 2, 3, 4, 5, 8, 13, kq.SMALL_M + 3]        # one token, a few rows, the BLAS path
+# every row count up to 17 (the int8 kernel's blocks of 8, 4, 2 and 1 rows in every mix), and
+# both sides of SMALL_M (the last Numba row count, the first through BLAS)
+ROWS = sorted(set(range(1, 18)) | {kq.SMALL_M, kq.SMALL_M + 1})
 SHAPES = [(1, 1), (7, 5), (37, 29), (100, 65)]        # (N outputs, K inputs): odd on purpose
 
 
@@ -63,12 +66,85 @@ def test_kernels_read_non_contiguous_inputs():
                                atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M", [1, 3, 8, 13, kq.SMALL_M + 1])
+def test_kernels_keep_nan_and_inf_as_numpy_does(M, dtype):
+    """The kernels' fast-math is reassociation and FMA only: an inf or nan activation gives what
+    NumPy's product gives (inf * 0 = nan, inf - inf = nan, nan anywhere = nan)."""
+    rng = np.random.default_rng(M)
+    w = rand(rng, (37, 29))
+    w[5] = 0.0                                       # a zero row: inf * 0 = nan
+    w[6] = np.abs(w[6]) + 0.5                        # one sign, no zero: an inf stays inf
+    q, scale = kq.quantize_int8(w)
+    u = kq.to_bfloat16(w)
+    x = rand(rng, (M, 29), dtype)
+    x[0, 3] = np.inf
+    if M >= 3:
+        x[1, 8] = -np.inf
+        x[2, 11] = np.nan
+    with np.errstate(invalid="ignore"):              # NumPy warns of the nan it makes
+        pairs = [(kq.matmul_int8(x, q, scale), kq.matmul_int8_ref(x, q, scale)),
+                 (kq.matmul_bf16(x, u), kq.matmul_bf16_ref(x, u))]
+    for out, ref in pairs:
+        assert np.isnan(ref).any() and np.isinf(ref).any()      # the test sees both kinds
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+        np.testing.assert_array_equal(np.isposinf(out), np.isposinf(ref))
+        np.testing.assert_array_equal(np.isneginf(out), np.isneginf(ref))
+        fin = np.isfinite(ref)
+        np.testing.assert_allclose(out[fin], ref[fin], rtol=1e-5, atol=1e-5)
+
+
 def test_kernel_shape_errors_name_the_op_and_shapes():
     q, scale = kq.quantize_int8(np.ones((4, 3), np.float32))
     with pytest.raises(ValueError, match=r"matmul_int8.*\(2, 5\).*\(4, 3\)"):
         kq.matmul_int8(np.ones((2, 5), np.float32), q, scale)
     with pytest.raises(TypeError, match="matmul_bf16.*int64"):
         kq.matmul_bf16(np.ones((2, 3), np.int64), kq.to_bfloat16(np.ones((4, 3))))
+
+
+# ----- whose threads the kernels run on (the measured decision above kernel_threads) ---------------
+
+@pytest.fixture
+def thread_setting():
+    """Put the thread policy back as it was after the test."""
+    from tensor.kernels import get_thread_setting, set_num_threads
+    n, owner = get_thread_setting()
+    yield set_num_threads
+    set_num_threads(n, owner=owner)
+
+
+def kernel_thread_count():
+    with kq.kernel_threads():
+        return numba.get_num_threads()
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads")
+def test_kernels_take_the_policy_threads_whoever_owns_them(thread_setting):
+    thread_setting(2)                                # BLAS owns 2 threads: BLAS idles meanwhile
+    assert kernel_thread_count() == 2
+    thread_setting(2, owner="numba")
+    assert kernel_thread_count() == 2
+    thread_setting(1)
+    assert kernel_thread_count() == 1
+    before = numba.get_num_threads()
+    kernel_thread_count()
+    assert numba.get_num_threads() == before         # put back afterwards
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads")
+@pytest.mark.parametrize("others_busy,want", [(0.0, 2), (1.0, 1)])
+def test_kernels_follow_the_load_under_auto(thread_setting, monkeypatch, others_busy, want):
+    """Under "auto" the kernels get the cores other processes leave free, even when no float
+    product (which also looks at the load) runs between two quantized ones, as in a model whose
+    every weight is quantized. The load is faked: another process kept `others_busy` of our two
+    cores busy over one second."""
+    from tensor.kernels import threads
+    samples = [(0.0, 0.0, 0.0), (1.0, others_busy, 0.0)]     # (wall, busy cores s, our cpu s)
+    monkeypatch.setattr(threads, "_cpu_sample", lambda: samples.pop(0) if samples else None)
+    monkeypatch.setattr(threads, "_cpu_cores", lambda: [0, 1])
+    monkeypatch.setattr(threads, "_clock", lambda: 1.0)
+    thread_setting("auto")                           # takes the first sample
+    assert kernel_thread_count() == want             # the kernel looks at the load: the second
 
 
 # ----- what the stored numbers mean --------------------------------------------------------------

@@ -22,11 +22,13 @@ one number per row, and GPT-2's token table (vocab, C) is already in this layout
     matmul_int8(x, q, scale), matmul_int8_ref           x (M, K) @ dequant(q).T -> (M, N)
     matmul_bf16(x, u),        matmul_bf16_ref           x (M, K) @ widen(u).T   -> (M, N)
 
-The Numba kernels are for a few rows (one token, or a few sequences decoded together): each
-thread takes a block of outputs, widens one weight row at a time into a small buffer that stays in
-L1 cache, and takes its dot product with each of the M rows. Many rows (a prompt, a perplexity
-window) are better served by BLAS: the weights are widened a block at a time into float and
-multiplied there (the matrix product reuses each weight M times, so it is no longer memory-bound).
+The Numba kernels are for a few rows (one token, or a few sequences decoded together); each
+thread takes a block of outputs. One row is bound by memory: each int8 weight is read, widened in
+a register and used once. Several rows are bound by multiply-adds (2M flops per weight byte), so
+the int8 kernel keeps eight rows' sums in registers and lets each widened weight feed all eight;
+the bfloat16 kernel widens a weight row into a small buffer that stays in L1 and takes its dot
+product with four rows at a time. Many rows (a prompt, a perplexity window) are better served by
+BLAS: the weights are widened a block at a time into float and multiplied there.
 """
 from __future__ import annotations
 
@@ -35,10 +37,24 @@ import contextlib
 import numba
 import numpy as np
 
-SMALL_M = 16          # up to this many rows, the Numba kernels; more, widen blocks + BLAS
+from .threads import check_load, get_num_threads
+
+# Up to SMALL_M rows, the Numba kernels; more, widen blocks + BLAS. Measured on the 2-core AMD
+# EPYC (AVX2), 2 threads, one GPT-2 124M layer's four products (ms, median of 15), int8 and bf16:
+#   M            8     16     32     48     64     96    128
+#   int8 Numba  1.96   4.4*   9.0   14.0   18.8   27.6   37.0     (* best run; the median was
+#   int8 BLAS   6.27   8.6   11.2   24.4   24.3   34.4   33.1      hit by spinning BLAS workers)
+#   bf16 Numba  3.18   5.2*  10.6     -    18.7   26.3     -
+#   bf16 BLAS  11.5   13.0   16.1     -    31.5   36.4     -
+SMALL_M = 96
 _BLOCK_N = 32         # outputs per parallel task in the kernels
 _BLAS_BLOCK_N = 4096  # outputs widened at a time on the BLAS path (4096 x K floats)
 _CHUNK = 1024         # rows quantized at a time
+# Fast-math for the products, but only what a dot product needs: reassoc lets the compiler sum in
+# several vector lanes (another order of the same additions), contract fuses x * w + acc into one
+# FMA. NaN and inf keep their meaning (no nnan/ninf): a nan or inf activation gives what NumPy's
+# product gives.
+_FAST = {"reassoc", "contract"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -103,7 +119,7 @@ def matmul_int8_ref(x: np.ndarray, q: np.ndarray, scale: np.ndarray) -> np.ndarr
     return x @ dequantize_int8(q, scale, x.dtype).T
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+@numba.njit(parallel=True, fastmath=_FAST, cache=True, nogil=True)
 def _int8_matvec(x, q, scale, out):
     """One row (M = 1): widen each weight as it is read, no buffer."""
     K = x.shape[1]
@@ -116,22 +132,130 @@ def _int8_matvec(x, q, scale, out):
             out[0, n] = acc * scale[n]
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+@numba.njit(parallel=True, fastmath=_FAST, cache=True, nogil=True)
 def _int8_rows(x, q, scale, out):
-    """A few rows: widen each weight row once into a buffer, use it for every row of x."""
-    K = x.shape[1]
+    """A few rows (2 <= M <= SMALL_M): out[m, n] = scale[n] * Σ_k x[m, k] * q[n, k].
+
+    Eight rows of x at a time share each weight: one int8 weight read and widened in a register
+    feeds eight independent sums (eight accumulators, one per row). The weight row (K bytes)
+    stays in L1 cache for the next eight rows; the scale multiplies each sum once, at the end."""
+    M = x.shape[0]
     N = q.shape[0]
     for block in numba.prange((N + _BLOCK_N - 1) // _BLOCK_N):
-        w = np.empty(K, dtype=x.dtype)                       # one widened row, stays in L1
-        for n in range(block * _BLOCK_N, min(N, (block + 1) * _BLOCK_N)):
-            for k in range(K):
-                w[k] = q[n, k]
-            _rows_dot(x, w, out, n)
-            for m in range(x.shape[0]):
+        n0, n1 = block * _BLOCK_N, min(N, (block + 1) * _BLOCK_N)
+        m = 0
+        while m + 8 <= M:                    # these 8 rows of x stay in L1 for the whole block
+            for n in range(n0, n1):
+                _int8_dot8(x, m, q, n, out)
+            m += 8
+        if m + 4 <= M:                       # the last M % 8 rows: 4, 2, 1 at a time
+            for n in range(n0, n1):
+                _int8_dot4(x, m, q, n, out)
+            m += 4
+        if m + 2 <= M:
+            for n in range(n0, n1):
+                _int8_dot2(x, m, q, n, out)
+            m += 2
+        if m < M:
+            for n in range(n0, n1):
+                _int8_dot1(x, m, q, n, out)
+        for n in range(n0, n1):              # the scale, once per sum
+            for m in range(M):
                 out[m, n] *= scale[n]
 
 
-@numba.njit(fastmath=True, cache=True, nogil=True, inline="always")
+@numba.njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
+def _int8_dot8(x, m, q, n, out):
+    """out[m:m+8, n] += x[m:m+8] @ q[n]. Vectorized over k, each step is one widening of 8
+    weights and 8 fused multiply-adds that read x from memory: 8 accumulators + 1 weight
+    register; more rows (or outputs) would not fit the 16 AVX2 registers."""
+    a0, a1, a2, a3 = out[m, n], out[m + 1, n], out[m + 2, n], out[m + 3, n]
+    a4, a5, a6, a7 = out[m + 4, n], out[m + 5, n], out[m + 6, n], out[m + 7, n]
+    for k in range(x.shape[1]):
+        wk = q[n, k]                                         # int8 -> x's dtype, once
+        a0 += x[m, k] * wk
+        a1 += x[m + 1, k] * wk
+        a2 += x[m + 2, k] * wk
+        a3 += x[m + 3, k] * wk
+        a4 += x[m + 4, k] * wk
+        a5 += x[m + 5, k] * wk
+        a6 += x[m + 6, k] * wk
+        a7 += x[m + 7, k] * wk
+    out[m, n], out[m + 1, n], out[m + 2, n], out[m + 3, n] = a0, a1, a2, a3
+    out[m + 4, n], out[m + 5, n], out[m + 6, n], out[m + 7, n] = a4, a5, a6, a7
+
+
+@numba.njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
+def _int8_dot4(x, m, q, n, out):
+    """out[m:m+4, n] += x[m:m+4] @ q[n] (the same, four rows)."""
+    a0, a1, a2, a3 = out[m, n], out[m + 1, n], out[m + 2, n], out[m + 3, n]
+    for k in range(x.shape[1]):
+        wk = q[n, k]
+        a0 += x[m, k] * wk
+        a1 += x[m + 1, k] * wk
+        a2 += x[m + 2, k] * wk
+        a3 += x[m + 3, k] * wk
+    out[m, n], out[m + 1, n], out[m + 2, n], out[m + 3, n] = a0, a1, a2, a3
+
+
+@numba.njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
+def _int8_dot2(x, m, q, n, out):
+    """out[m:m+2, n] += x[m:m+2] @ q[n] (the same, two rows)."""
+    a0, a1 = out[m, n], out[m + 1, n]
+    for k in range(x.shape[1]):
+        wk = q[n, k]
+        a0 += x[m, k] * wk
+        a1 += x[m + 1, k] * wk
+    out[m, n], out[m + 1, n] = a0, a1
+
+
+@numba.njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
+def _int8_dot1(x, m, q, n, out):
+    """out[m, n] += x[m] @ q[n] (one row)."""
+    acc = out[m, n]
+    for k in range(x.shape[1]):
+        acc += x[m, k] * q[n, k]
+    out[m, n] = acc
+
+
+def matmul_int8(x: np.ndarray, q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """x (M, K) float32/float64 times the int8 matrix (N, K) transposed -> (M, N), x's dtype."""
+    _check(x, q, "matmul_int8")
+    x, q = np.ascontiguousarray(x), np.ascontiguousarray(q)     # the kernels read rows
+    if x.shape[0] > SMALL_M:                 # widen q only; scale the (M, n) products instead
+        out = _blas_blocks(x, q.shape[0], lambda n0, n1: q[n0:n1].astype(x.dtype))
+        out *= scale.astype(x.dtype)                                    # (M, N) * (N,)
+        return out
+    out = np.zeros((x.shape[0], q.shape[0]), dtype=x.dtype)
+    kernel = _int8_matvec if x.shape[0] == 1 else _int8_rows
+    with kernel_threads():
+        kernel(x, q, scale.astype(x.dtype), out)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# bfloat16:  out[m, n] = Σ_k x[m, k] * widen(u[n, k])
+# ----------------------------------------------------------------------------------------------
+
+def matmul_bf16_ref(x: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Plain NumPy: widen the whole matrix, then one product. x (M, K) -> (M, N) in x's dtype."""
+    return x @ from_bfloat16(u, x.dtype).T
+
+
+@numba.njit(parallel=True, fastmath=_FAST, cache=True, nogil=True)
+def _bf16_rows(x, u, out):
+    K = x.shape[1]
+    N = u.shape[0]
+    for block in numba.prange((N + _BLOCK_N - 1) // _BLOCK_N):
+        bits = np.empty(K, dtype=np.uint32)
+        w = bits.view(np.float32)                            # the same buffer, read as floats
+        for n in range(block * _BLOCK_N, min(N, (block + 1) * _BLOCK_N)):
+            for k in range(K):
+                bits[k] = np.uint32(u[n, k]) << 16           # bfloat16 -> float32: exact
+            _rows_dot(x, w, out, n)
+
+
+@numba.njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
 def _rows_dot(x, w, out, n):
     """out[:, n] = x @ w for a widened weight row w (K,). Four rows of x at a time, so each
     w[k] loaded feeds four independent sums (one sum alone waits on its own additions)."""
@@ -158,42 +282,6 @@ def _rows_dot(x, w, out, n):
         m += 1
 
 
-def matmul_int8(x: np.ndarray, q: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """x (M, K) float32/float64 times the int8 matrix (N, K) transposed -> (M, N), x's dtype."""
-    _check(x, q, "matmul_int8")
-    x, q = np.ascontiguousarray(x), np.ascontiguousarray(q)     # the kernels read rows
-    if x.shape[0] > SMALL_M:
-        return _blas_blocks(x, q.shape[0], lambda n0, n1: dequantize_int8(q[n0:n1], scale[n0:n1],
-                                                                          x.dtype))
-    out = np.zeros((x.shape[0], q.shape[0]), dtype=x.dtype)
-    kernel = _int8_matvec if x.shape[0] == 1 else _int8_rows
-    with kernel_threads():
-        kernel(x, q, scale.astype(x.dtype), out)
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
-# bfloat16:  out[m, n] = Σ_k x[m, k] * widen(u[n, k])
-# ----------------------------------------------------------------------------------------------
-
-def matmul_bf16_ref(x: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Plain NumPy: widen the whole matrix, then one product. x (M, K) -> (M, N) in x's dtype."""
-    return x @ from_bfloat16(u, x.dtype).T
-
-
-@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def _bf16_rows(x, u, out):
-    K = x.shape[1]
-    N = u.shape[0]
-    for block in numba.prange((N + _BLOCK_N - 1) // _BLOCK_N):
-        bits = np.empty(K, dtype=np.uint32)
-        w = bits.view(np.float32)                            # the same buffer, read as floats
-        for n in range(block * _BLOCK_N, min(N, (block + 1) * _BLOCK_N)):
-            for k in range(K):
-                bits[k] = np.uint32(u[n, k]) << 16           # bfloat16 -> float32: exact
-            _rows_dot(x, w, out, n)
-
-
 def matmul_bf16(x: np.ndarray, u: np.ndarray) -> np.ndarray:
     """x (M, K) float32/float64 times the bfloat16 matrix (N, K) transposed -> (M, N)."""
     _check(x, u, "matmul_bf16")
@@ -213,6 +301,7 @@ def matmul_bf16(x: np.ndarray, u: np.ndarray) -> np.ndarray:
 def _blas_blocks(x, N, widen):
     """Many rows: widen a block of weight rows at a time and let BLAS multiply (out[:, n0:n1] =
     x @ widen(n0, n1).T), so at most _BLAS_BLOCK_N x K widened floats exist at once."""
+    check_load()                               # "auto": BLAS's threads follow the load
     out = np.empty((x.shape[0], N), dtype=x.dtype)
     for n0 in range(0, N, _BLAS_BLOCK_N):
         n1 = min(N, n0 + _BLAS_BLOCK_N)
@@ -220,12 +309,30 @@ def _blas_blocks(x, N, widen):
     return out
 
 
+# Who runs these kernels (issue 13). While one of them runs, BLAS has no work, so the kernels
+# take every thread the policy gives products, whoever owns them: get_num_threads() -- all cores
+# on an idle machine, the count given to set_num_threads, or under "auto" the cores other
+# processes leave free (check_load is called here too, so a run of quantized products follows
+# the load even when no float product comes between them). The risk is OpenBLAS's workers, which
+# spin for a while after a parallel product and hold the core a Numba thread needs. Measured on
+# the 2-core AMD EPYC (AVX2; load average 1.3, idle at the start), int8 (3072 x 768) kernel on 2
+# Numba threads, median ms:                                        M = 1    M = 8
+#   nothing before                                                  0.20     0.70
+#   right after a 2-thread BLAS product 128x768 @ 768x768           1.98     2.52
+#   right after decode attention (8,12,1,64) @ (8,12,64,1000)      0.30     0.80
+#   right after the same 128x768 product on 1 BLAS thread           0.23     0.72
+#   on 1 Numba thread instead (nothing before / after the product)  0.38     1.37
+# and 1, 10, 30 ms after the big product the M = 8 kernel took 1.46, 1.65, 0.86 ms. So the spin
+# costs a few ms once after each parallel BLAS product (a prompt pass; in decoding at GPT-2's
+# short contexts BLAS's small products run on one thread and leave nothing spinning), while one
+# Numba thread would lose 2x on every call: the kernels take the policy's threads.
 @contextlib.contextmanager
 def kernel_threads():
-    """Run a kernel on every thread the policy allows (tensor.kernels.set_num_threads; all
-    cores by default), whoever owns them for products: these kernels are bound by memory
-    traffic, and one core alone cannot draw all of the memory bandwidth."""
-    from . import get_num_threads              # (imported late: kernels/__init__ imports much)
+    """Run a kernel on the threads the policy gives products (tensor.kernels.set_num_threads;
+    under "auto", the cores other processes leave free): these kernels are bound by memory
+    traffic (one row) or by multiply-adds (several rows), and one core alone gets half of
+    either. See the measurements above for why BLAS's owning the cores does not matter."""
+    check_load()                               # "auto": one clock read between two looks
     before = numba.get_num_threads()
     want = max(1, min(get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     if want == before:                         # (setting it costs a few microseconds)
