@@ -109,7 +109,7 @@ def bench_softmax(rng, repeats, dtype=np.float32):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--repeats", type=int, default=100, help="timed runs per side (best kept)")
     parser.add_argument("--owner", choices=("blas", "numba", "both"), default="both",
                         help="thread owner(s) to measure (tensor/kernels/threads.py)")

@@ -142,7 +142,7 @@ def commands(args, tmp: Path):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--iters", type=int, default=150, help="train iterations per run")
     parser.add_argument("--sample-tokens", type=int, default=200)

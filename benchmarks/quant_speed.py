@@ -246,7 +246,7 @@ def accuracy(run: str, text_file: str, n_ppl: int, n_prompts: int, prompt_len: i
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--measure", action="append", default=None,
                    help="SIZE or SIZE:DTYPE to measure in a fresh process (repeatable; default: "
                         "gpt2 at every dtype)")

@@ -268,7 +268,7 @@ def bench_startup(a, tmp: Path):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--max-iters", type=int, default=2000,
                    help="steps of the memory runs (the default run is 2000)")
     p.add_argument("--warm-runs", type=int, default=3, help="warm start-up runs")

@@ -83,7 +83,7 @@ def run_torch(seed, iters, threads):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--seeds", type=int, nargs="+", default=[1337])
     ap.add_argument("--iters", type=int, default=2000)
     ap.add_argument("--side", choices=["both", "tinygpt", "torch"], default="both")

@@ -339,7 +339,7 @@ def bench_preset(name, a, recipe, print_row):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--presets", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     p.add_argument("--threads", type=int, default=cpu_count(),
                    help="threads for both sides (default: all cores)")

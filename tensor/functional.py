@@ -298,7 +298,8 @@ def cast(x, dtype) -> Tensor:
 def _axis(op: str, axis, ndim: int) -> int:
     """One axis, checked and made non-negative: -1 is the last. An axis outside -ndim..ndim-1
     is an error (NumPy-style wrapping would silently pick another axis)."""
-    if not isinstance(axis, numbers.Integral) or isinstance(axis, (bool, np.bool_)):
+    if type(axis) is not int and (not isinstance(axis, numbers.Integral)    # (int: the fast way)
+                                  or isinstance(axis, (bool, np.bool_))):
         raise TypeError(f"{op}: axis must be an int, got {axis!r}")
     if not -ndim <= axis < ndim:
         valid = f"valid: {-ndim}..{ndim - 1}" if ndim else "it has no axes"

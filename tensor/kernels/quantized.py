@@ -23,12 +23,13 @@ one number per row, and GPT-2's token table (vocab, C) is already in this layout
     matmul_bf16(x, u),        matmul_bf16_ref           x (M, K) @ widen(u).T   -> (M, N)
 
 The Numba kernels are for a few rows (one token, or a few sequences decoded together); each
-thread takes a block of outputs. One row is bound by memory: each int8 weight is read, widened in
-a register and used once. Several rows are bound by multiply-adds (2M flops per weight byte), so
-the int8 kernel keeps eight rows' sums in registers and lets each widened weight feed all eight;
-the bfloat16 kernel widens a weight row into a small buffer that stays in L1 and takes its dot
-product with four rows at a time. Many rows (a prompt, a perplexity window) are better served by
-BLAS: the weights are widened a block at a time into float and multiplied there.
+thread takes a block of outputs, and both storage types share them (_widen, compiled per type).
+One row is bound by memory: each weight is read, widened in a register and used once, while the
+weight row a few rows on is already asked for (a prefetch), so more of memory's bandwidth is in
+use at once. Several rows are bound by multiply-adds (2M flops per weight), so the kernel keeps
+eight rows' sums in registers and lets each widened weight feed all eight. Many rows (a prompt,
+a perplexity window) are better served by BLAS: the weights are widened a block at a time into
+float and multiplied there.
 """
 from __future__ import annotations
 
@@ -36,17 +37,26 @@ import contextlib
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core.extending import intrinsic, overload
 
 from .threads import check_load, get_num_threads
 
-# Up to SMALL_M rows, the Numba kernels; more, widen blocks + BLAS. Measured on the 2-core AMD
-# EPYC (AVX2), 2 threads, one GPT-2 124M layer's four products (ms, median of 15), int8 and bf16:
-#   M            8     16     32     48     64     96    128
-#   int8 Numba  1.96   4.4*   9.0   14.0   18.8   27.6   37.0     (* best run; the median was
-#   int8 BLAS   6.27   8.6   11.2   24.4   24.3   34.4   33.1      hit by spinning BLAS workers)
-#   bf16 Numba  3.18   5.2*  10.6     -    18.7   26.3     -
-#   bf16 BLAS  11.5   13.0   16.1     -    31.5   36.4     -
-SMALL_M = 96
+# Up to SMALL_M rows, the Numba kernels; more, widen blocks + BLAS. One GPT-2 124M layer's four
+# products, 2 threads, ms (median of 15), Numba kernel against widen + BLAS:
+#   M                                 4      8     16     24     32     48     64     96    128
+#   2-core AMD EPYC (Zen 1, AVX2)
+#     int8      Numba / BLAS          -   1.96/  4.4/     -   9.0/  14.0/  18.8/  27.6/  37.0/
+#                                          6.27   8.6          11.2   24.4   24.3   34.4   33.1
+#   2-core Intel Xeon (AVX-512), the kernels as they are now
+#     int8      Numba / BLAS       0.62/  1.68/  3.76/  3.89/  5.03/ 11.04/ 10.24/    -      -
+#                                  4.35   4.62   5.99   5.65   8.58   6.52   7.16
+#     bfloat16  Numba / BLAS       0.71/  1.70/  3.32/  5.13/  7.31/ 10.50/  9.87/    -      -
+#                                  8.27   7.70   8.77   8.07   9.93  10.64  11.43
+# The kernels win up to 32 rows on both machines; past that the EPYC still favours them and the
+# Xeon (whose BLAS has 512-bit vectors) does not, by about the same factor at 48 rows. 32 it is.
+SMALL_M = 32
 _BLOCK_N = 32         # outputs per parallel task in the kernels
 _BLAS_BLOCK_N = 4096  # outputs widened at a time on the BLAS path (4096 x K floats)
 _CHUNK = 1024         # rows quantized at a time
@@ -55,6 +65,54 @@ _CHUNK = 1024         # rows quantized at a time
 # FMA. NaN and inf keep their meaning (no nnan/ninf): a nan or inf activation gives what NumPy's
 # product gives.
 _FAST = {"reassoc", "contract"}
+# One row is bound by memory, and a core's own hardware prefetcher keeps too few cache lines in
+# flight to draw the bandwidth a matrix-vector product needs: it follows one stream and stops at
+# each 4 KiB page. So the one-row kernels ask for the weight row _AHEAD rows on while they work
+# on this one. Measured on the 2-core Intel Xeon (AVX-512; 260 MB L3), 2 threads, a (3072, 768)
+# product over 600 MB of distinct matrices (so from memory, as in decoding), GB/s of weights:
+#                      no prefetch   1 row ahead   2   4   8   16 rows ahead
+#   int8                   13.9           -       20.2  21.3 21.5  21.3
+#   bfloat16 *             16.4           -       24.7  24.8 22.6   -
+# (* widened in a register; through an L1 buffer, as for several rows: 14.7.) NumPy's float32
+# matrix-vector product reads 27.6 GB/s on the same test.
+_AHEAD = 4
+
+
+# ----------------------------------------------------------------------------------------------
+# Two LLVM instructions that Numba does not offer as functions
+# ----------------------------------------------------------------------------------------------
+
+@intrinsic
+def _prefetch(typingctx, a, i):
+    """_prefetch(a, i): ask the cache for the line holding a.flat[i] (a 1-D array), without
+    waiting for it: a hint that cannot fault or change a result. LLVM's llvm.prefetch, the
+    x86 instruction prefetcht0 (read, keep in every cache level)."""
+    def codegen(context, builder, sig, args):
+        array = context.make_array(sig.args[0])(context, builder, args[0])
+        byte_ptr = builder.bitcast(builder.gep(array.data, [args[1]]), ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fn = builder.module.declare_intrinsic(
+            "llvm.prefetch", [byte_ptr.type], ir.FunctionType(ir.VoidType(), [byte_ptr.type, i32, i32, i32]))
+        builder.call(fn, [byte_ptr, i32(0), i32(3), i32(1)])      # read, keep everywhere, data
+        return context.get_dummy_value()
+    return types.void(a, i), codegen
+
+
+@intrinsic
+def _bits_to_float32(typingctx, bits):
+    """The float32 whose 32 bits are `bits` (a uint32): the same bits read as another type,
+    what ndarray.view does for a whole array, for one number in a register."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.uint32), codegen
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _prefetch_row(flat, n, K):
+    """Ask for row n of a (N, K) matrix, given as flat = matrix.reshape(-1): one hint per 64-byte
+    cache line. Past the last row, nothing."""
+    for i in range(n * K, min((n + 1) * K, flat.size), 64 // flat.itemsize):
+        _prefetch(flat, i)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -111,68 +169,93 @@ def from_bfloat16(u: np.ndarray, dtype=np.float32) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
-# int8:  out[m, n] = scale[n] * Σ_k x[m, k] * q[n, k]
+# The references: widen the whole matrix, then one NumPy product
 # ----------------------------------------------------------------------------------------------
 
 def matmul_int8_ref(x: np.ndarray, q: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Plain NumPy: widen the whole matrix, then one product. x (M, K) -> (M, N) in x's dtype."""
+    """int8: out[m, n] = Σ_k x[m, k] * scale[n] * q[n, k]. x (M, K) -> (M, N) in x's dtype."""
     return x @ dequantize_int8(q, scale, x.dtype).T
 
 
+def matmul_bf16_ref(x: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """bfloat16: out[m, n] = Σ_k x[m, k] * widen(u[n, k]). x (M, K) -> (M, N) in x's dtype."""
+    return x @ from_bfloat16(u, x.dtype).T
+
+
+# ----------------------------------------------------------------------------------------------
+# The kernels, one for both storage types:  out[m, n] = Σ_k x[m, k] * _widen(w, n, k)
+# (for int8 the row's scale multiplies each finished sum, outside the kernel)
+# ----------------------------------------------------------------------------------------------
+
+def _widen(w, n, k):
+    """w[n, k] as a number to multiply with: an int8 as it is, bfloat16 bits as the float32 whose
+    top half they are. Numba picks the body by w's dtype when it compiles a kernel (below), so
+    each kernel is compiled once per storage type with nothing to decide inside its loops."""
+    raise TypeError("_widen is only called from compiled kernels")
+
+
+@overload(_widen, inline="always")
+def _widen_by_dtype(w, n, k):
+    if w.dtype == types.int8:
+        return lambda w, n, k: w[n, k]                               # int8 -> x's dtype
+    if w.dtype == types.uint16:
+        return lambda w, n, k: _bits_to_float32(np.uint32(w[n, k]) << 16)     # exact
+
+
 @numba.njit(parallel=True, fastmath=_FAST, cache=True, nogil=True)
-def _int8_matvec(x, q, scale, out):
-    """One row (M = 1): widen each weight as it is read, no buffer."""
+def _matvec(x, w, out):
+    """One row (M = 1): out[0, n] = Σ_k x[0, k] * widen(w[n, k]). Each weight is widened in a
+    register as it is read and used once; meanwhile the row _AHEAD rows on is asked for."""
     K = x.shape[1]
-    N = q.shape[0]
+    N = w.shape[0]
+    flat = w.reshape(-1)
     for block in numba.prange((N + _BLOCK_N - 1) // _BLOCK_N):
         for n in range(block * _BLOCK_N, min(N, (block + 1) * _BLOCK_N)):
+            _prefetch_row(flat, n + _AHEAD, K)
             acc = out[0, n]                                  # 0, in x's dtype
             for k in range(K):
-                acc += x[0, k] * q[n, k]
-            out[0, n] = acc * scale[n]
+                acc += x[0, k] * _widen(w, n, k)
+            out[0, n] = acc
 
 
 @numba.njit(parallel=True, fastmath=_FAST, cache=True, nogil=True)
-def _int8_rows(x, q, scale, out):
-    """A few rows (2 <= M <= SMALL_M): out[m, n] = scale[n] * Σ_k x[m, k] * q[n, k].
+def _rows(x, w, out):
+    """A few rows (2 <= M <= SMALL_M): out[m, n] = Σ_k x[m, k] * widen(w[n, k]).
 
-    Eight rows of x at a time share each weight: one int8 weight read and widened in a register
-    feeds eight independent sums (eight accumulators, one per row). The weight row (K bytes)
-    stays in L1 cache for the next eight rows; the scale multiplies each sum once, at the end."""
+    Eight rows of x at a time share each weight: one weight read and widened in a register feeds
+    eight independent sums (eight accumulators, one per row). The weight row (K numbers) stays in
+    L1 cache for the next eight rows."""
     M = x.shape[0]
-    N = q.shape[0]
+    N = w.shape[0]
     for block in numba.prange((N + _BLOCK_N - 1) // _BLOCK_N):
         n0, n1 = block * _BLOCK_N, min(N, (block + 1) * _BLOCK_N)
         m = 0
         while m + 8 <= M:                    # these 8 rows of x stay in L1 for the whole block
             for n in range(n0, n1):
-                _int8_dot8(x, m, q, n, out)
+                _dot8(x, m, w, n, out)
             m += 8
         if m + 4 <= M:                       # the last M % 8 rows: 4, 2, 1 at a time
             for n in range(n0, n1):
-                _int8_dot4(x, m, q, n, out)
+                _dot4(x, m, w, n, out)
             m += 4
         if m + 2 <= M:
             for n in range(n0, n1):
-                _int8_dot2(x, m, q, n, out)
+                _dot2(x, m, w, n, out)
             m += 2
         if m < M:
             for n in range(n0, n1):
-                _int8_dot1(x, m, q, n, out)
-        for n in range(n0, n1):              # the scale, once per sum
-            for m in range(M):
-                out[m, n] *= scale[n]
+                _dot1(x, m, w, n, out)
 
 
 @numba.njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
-def _int8_dot8(x, m, q, n, out):
-    """out[m:m+8, n] += x[m:m+8] @ q[n]. Vectorized over k, each step is one widening of 8
-    weights and 8 fused multiply-adds that read x from memory: 8 accumulators + 1 weight
-    register; more rows (or outputs) would not fit the 16 AVX2 registers."""
+def _dot8(x, m, w, n, out):
+    """out[m:m+8, n] += x[m:m+8] @ widen(w[n]). Vectorized over k, each step is one widening of
+    a vector of weights and 8 fused multiply-adds that read x from memory: 8 accumulators + 1
+    weight register; more rows (or outputs) would not fit AVX2's 16 vector registers."""
     a0, a1, a2, a3 = out[m, n], out[m + 1, n], out[m + 2, n], out[m + 3, n]
     a4, a5, a6, a7 = out[m + 4, n], out[m + 5, n], out[m + 6, n], out[m + 7, n]
     for k in range(x.shape[1]):
-        wk = q[n, k]                                         # int8 -> x's dtype, once
+        wk = _widen(w, n, k)                                 # once, for 8 rows
         a0 += x[m, k] * wk
         a1 += x[m + 1, k] * wk
         a2 += x[m + 2, k] * wk
@@ -186,11 +269,11 @@ def _int8_dot8(x, m, q, n, out):
 
 
 @numba.njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
-def _int8_dot4(x, m, q, n, out):
-    """out[m:m+4, n] += x[m:m+4] @ q[n] (the same, four rows)."""
+def _dot4(x, m, w, n, out):
+    """out[m:m+4, n] += x[m:m+4] @ widen(w[n]) (the same, four rows)."""
     a0, a1, a2, a3 = out[m, n], out[m + 1, n], out[m + 2, n], out[m + 3, n]
     for k in range(x.shape[1]):
-        wk = q[n, k]
+        wk = _widen(w, n, k)
         a0 += x[m, k] * wk
         a1 += x[m + 1, k] * wk
         a2 += x[m + 2, k] * wk
@@ -199,23 +282,31 @@ def _int8_dot4(x, m, q, n, out):
 
 
 @numba.njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
-def _int8_dot2(x, m, q, n, out):
-    """out[m:m+2, n] += x[m:m+2] @ q[n] (the same, two rows)."""
+def _dot2(x, m, w, n, out):
+    """out[m:m+2, n] += x[m:m+2] @ widen(w[n]) (the same, two rows)."""
     a0, a1 = out[m, n], out[m + 1, n]
     for k in range(x.shape[1]):
-        wk = q[n, k]
+        wk = _widen(w, n, k)
         a0 += x[m, k] * wk
         a1 += x[m + 1, k] * wk
     out[m, n], out[m + 1, n] = a0, a1
 
 
 @numba.njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
-def _int8_dot1(x, m, q, n, out):
-    """out[m, n] += x[m] @ q[n] (one row)."""
+def _dot1(x, m, w, n, out):
+    """out[m, n] += x[m] @ widen(w[n]) (one row)."""
     acc = out[m, n]
     for k in range(x.shape[1]):
-        acc += x[m, k] * q[n, k]
+        acc += x[m, k] * _widen(w, n, k)
     out[m, n] = acc
+
+
+def _kernel_product(x, w):
+    """x (M <= SMALL_M, K) @ widen(w).T on the kernels above, on the policy's threads."""
+    out = np.zeros((x.shape[0], w.shape[0]), dtype=x.dtype)
+    with kernel_threads():
+        (_matvec if x.shape[0] == 1 else _rows)(x, w, out)
+    return out
 
 
 def matmul_int8(x: np.ndarray, q: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -224,62 +315,10 @@ def matmul_int8(x: np.ndarray, q: np.ndarray, scale: np.ndarray) -> np.ndarray:
     x, q = np.ascontiguousarray(x), np.ascontiguousarray(q)     # the kernels read rows
     if x.shape[0] > SMALL_M:                 # widen q only; scale the (M, n) products instead
         out = _blas_blocks(x, q.shape[0], lambda n0, n1: q[n0:n1].astype(x.dtype))
-        out *= scale.astype(x.dtype)                                    # (M, N) * (N,)
-        return out
-    out = np.zeros((x.shape[0], q.shape[0]), dtype=x.dtype)
-    kernel = _int8_matvec if x.shape[0] == 1 else _int8_rows
-    with kernel_threads():
-        kernel(x, q, scale.astype(x.dtype), out)
+    else:
+        out = _kernel_product(x, q)
+    out *= scale.astype(x.dtype)                                        # (M, N) * (N,)
     return out
-
-
-# ----------------------------------------------------------------------------------------------
-# bfloat16:  out[m, n] = Σ_k x[m, k] * widen(u[n, k])
-# ----------------------------------------------------------------------------------------------
-
-def matmul_bf16_ref(x: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Plain NumPy: widen the whole matrix, then one product. x (M, K) -> (M, N) in x's dtype."""
-    return x @ from_bfloat16(u, x.dtype).T
-
-
-@numba.njit(parallel=True, fastmath=_FAST, cache=True, nogil=True)
-def _bf16_rows(x, u, out):
-    K = x.shape[1]
-    N = u.shape[0]
-    for block in numba.prange((N + _BLOCK_N - 1) // _BLOCK_N):
-        bits = np.empty(K, dtype=np.uint32)
-        w = bits.view(np.float32)                            # the same buffer, read as floats
-        for n in range(block * _BLOCK_N, min(N, (block + 1) * _BLOCK_N)):
-            for k in range(K):
-                bits[k] = np.uint32(u[n, k]) << 16           # bfloat16 -> float32: exact
-            _rows_dot(x, w, out, n)
-
-
-@numba.njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
-def _rows_dot(x, w, out, n):
-    """out[:, n] = x @ w for a widened weight row w (K,). Four rows of x at a time, so each
-    w[k] loaded feeds four independent sums (one sum alone waits on its own additions)."""
-    M, K = x.shape
-    m = 0
-    while m + 4 <= M:
-        a0 = out[m, n]
-        a1 = a0
-        a2 = a0
-        a3 = a0
-        for k in range(K):
-            wk = w[k]
-            a0 += x[m, k] * wk
-            a1 += x[m + 1, k] * wk
-            a2 += x[m + 2, k] * wk
-            a3 += x[m + 3, k] * wk
-        out[m, n], out[m + 1, n], out[m + 2, n], out[m + 3, n] = a0, a1, a2, a3
-        m += 4
-    while m < M:                                             # the last M % 4 rows
-        acc = out[m, n]
-        for k in range(K):
-            acc += x[m, k] * w[k]
-        out[m, n] = acc
-        m += 1
 
 
 def matmul_bf16(x: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -288,10 +327,7 @@ def matmul_bf16(x: np.ndarray, u: np.ndarray) -> np.ndarray:
     x, u = np.ascontiguousarray(x), np.ascontiguousarray(u)     # the kernels read rows
     if x.shape[0] > SMALL_M:
         return _blas_blocks(x, u.shape[0], lambda n0, n1: from_bfloat16(u[n0:n1], x.dtype))
-    out = np.zeros((x.shape[0], u.shape[0]), dtype=x.dtype)
-    with kernel_threads():
-        _bf16_rows(x, u, out)
-    return out
+    return _kernel_product(x, u)
 
 
 # ----------------------------------------------------------------------------------------------
