@@ -224,27 +224,30 @@ def _rows(x, w, out):
 
     Eight rows of x at a time share each weight: one weight read and widened in a register feeds
     eight independent sums (eight accumulators, one per row). The weight row (K numbers) stays in
-    L1 cache for the next eight rows."""
-    M = x.shape[0]
+    L1 cache for the next eight rows. The first pass over a block reads the weights from memory,
+    so it asks for them _AHEAD rows ahead, as _matvec does."""
+    M, K = x.shape
     N = w.shape[0]
+    flat = w.reshape(-1)
     for block in numba.prange((N + _BLOCK_N - 1) // _BLOCK_N):
         n0, n1 = block * _BLOCK_N, min(N, (block + 1) * _BLOCK_N)
+        for n in range(n0, min(n0 + _AHEAD, n1)):   # the block's first weight rows...
+            _prefetch_row(flat, n, K)
         m = 0
-        while m + 8 <= M:                    # these 8 rows of x stay in L1 for the whole block
-            for n in range(n0, n1):
-                _dot8(x, m, w, n, out)
-            m += 8
-        if m + 4 <= M:                       # the last M % 8 rows: 4, 2, 1 at a time
-            for n in range(n0, n1):
-                _dot4(x, m, w, n, out)
-            m += 4
-        if m + 2 <= M:
-            for n in range(n0, n1):
-                _dot2(x, m, w, n, out)
-            m += 2
-        if m < M:
-            for n in range(n0, n1):
-                _dot1(x, m, w, n, out)
+        while m < M:                     # 8 rows of x at a time, then the last 4, 2, 1
+            rows = 8 if M - m >= 8 else 4 if M - m >= 4 else 2 if M - m >= 2 else 1
+            for n in range(n0, n1):      # these rows of x stay in L1 for the whole block
+                if m == 0:               # ...and the rest on the way while the first are used
+                    _prefetch_row(flat, n + _AHEAD, K)
+                if rows == 8:
+                    _dot8(x, m, w, n, out)
+                elif rows == 4:
+                    _dot4(x, m, w, n, out)
+                elif rows == 2:
+                    _dot2(x, m, w, n, out)
+                else:
+                    _dot1(x, m, w, n, out)
+            m += rows
 
 
 @numba.njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
