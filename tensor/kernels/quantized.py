@@ -37,10 +37,10 @@ import contextlib
 
 import numba
 import numpy as np
-from llvmlite import ir
 from numba import types
-from numba.core.extending import intrinsic, overload
+from numba.core.extending import overload
 
+from .intrinsics import bits_to_float32, prefetch
 from .threads import check_load, get_num_threads
 
 # Up to SMALL_M rows, the Numba kernels; more, widen blocks + BLAS. One GPT-2 124M layer's four
@@ -78,41 +78,12 @@ _FAST = {"reassoc", "contract"}
 _AHEAD = 4
 
 
-# ----------------------------------------------------------------------------------------------
-# Two LLVM instructions that Numba does not offer as functions
-# ----------------------------------------------------------------------------------------------
-
-@intrinsic
-def _prefetch(typingctx, a, i):
-    """_prefetch(a, i): ask the cache for the line holding a.flat[i] (a 1-D array), without
-    waiting for it: a hint that cannot fault or change a result. LLVM's llvm.prefetch, the
-    x86 instruction prefetcht0 (read, keep in every cache level)."""
-    def codegen(context, builder, sig, args):
-        array = context.make_array(sig.args[0])(context, builder, args[0])
-        byte_ptr = builder.bitcast(builder.gep(array.data, [args[1]]), ir.IntType(8).as_pointer())
-        i32 = ir.IntType(32)
-        fn = builder.module.declare_intrinsic(
-            "llvm.prefetch", [byte_ptr.type], ir.FunctionType(ir.VoidType(), [byte_ptr.type, i32, i32, i32]))
-        builder.call(fn, [byte_ptr, i32(0), i32(3), i32(1)])      # read, keep everywhere, data
-        return context.get_dummy_value()
-    return types.void(a, i), codegen
-
-
-@intrinsic
-def _bits_to_float32(typingctx, bits):
-    """The float32 whose 32 bits are `bits` (a uint32): the same bits read as another type,
-    what ndarray.view does for a whole array, for one number in a register."""
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], ir.FloatType())
-    return types.float32(types.uint32), codegen
-
-
 @numba.njit(cache=True, nogil=True, inline="always")
 def _prefetch_row(flat, n, K):
     """Ask for row n of a (N, K) matrix, given as flat = matrix.reshape(-1): one hint per 64-byte
     cache line. Past the last row, nothing."""
     for i in range(n * K, min((n + 1) * K, flat.size), 64 // flat.itemsize):
-        _prefetch(flat, i)
+        prefetch(flat, i)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -199,7 +170,7 @@ def _widen_by_dtype(w, n, k):
     if w.dtype == types.int8:
         return lambda w, n, k: w[n, k]                               # int8 -> x's dtype
     if w.dtype == types.uint16:
-        return lambda w, n, k: _bits_to_float32(np.uint32(w[n, k]) << 16)     # exact
+        return lambda w, n, k: bits_to_float32(np.uint32(w[n, k]) << 16)     # exact
 
 
 @numba.njit(parallel=True, fastmath=_FAST, cache=True, nogil=True)

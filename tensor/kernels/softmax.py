@@ -10,11 +10,10 @@ entries get y = 0 exactly, so their gradient is 0 too.
 
 The NumPy references (`*_ref`) are the oracles for the tests.
 """
-import math
-
 import numpy as np
 from numba import from_dtype, njit, prange, types
 
+from .intrinsics import exp, maxnum, zero_like
 from .matmul import compile_for
 from .threads import use_kernel_threads
 
@@ -61,10 +60,23 @@ def softmax_backward_ref(y, g, scale=1.0):
 # ---------------------------------------------------------------------------------------------
 # Numba kernels: one row per prange iteration, C-contiguous (R, Tq, Tk) arrays in and out
 # ---------------------------------------------------------------------------------------------
-# No fastmath here: the max, the exp and the sum stay exactly as written. `scale` arrives in x's
-# dtype, so float32 rows are computed with float32 exp; the sum is accumulated in float64.
-@njit(parallel=True, cache=True)
-def _softmax_forward_kernel(x, scale, causal):
+# Each row is one query's scores: y[j] = e^(z[j] - max z) / Σ e^(z - max z), z = scale * x, over
+# the keys j < n it may see; y[j] = 0 for the rest. Three passes over the row: its max, the
+# exponentials and their sum, the division. Each is a loop that LLVM vectorizes: the max with
+# maxnum, e^z with intrinsics.exp (for float32 a polynomial; float64 keeps math.exp, a call per
+# number), the sum because fastmath "reassoc" lets it be split across vector lanes ("contract"
+# fuses exp's multiply-adds; no other fast-math: NaN and inf keep their meaning). A causal mask
+# makes rows short and ragged (query i sees i + 1 keys), and a loop of a few dozen numbers
+# never reaches the vectorized body, which takes 64 float32 at a time on AVX-512. So for float32
+# every pass runs over the whole row (`whole_rows`), a masked entry standing in as the row's
+# first score (max) or as 0 (exp): the same length for every row. float64 walks only the
+# visible keys. The sum is kept in x's dtype.
+#
+# A NaN anywhere in the visible row: maxnum passes over it, but e^(NaN - max) is NaN, so the sum
+# and the row's visible entries are NaN, as in the NumPy reference. An inf: max = inf, inf - inf
+# = NaN: the same. Masked entries stay exactly 0 (the reference's are NaN in such a row).
+@njit(parallel=True, fastmath={"reassoc", "contract"}, cache=True)
+def _softmax_forward_kernel(x, scale, causal, whole_rows):
     R, Tq, Tk = x.shape
     y = np.empty((R, Tq, Tk), x.dtype)
     for t in prange(R * Tq):
@@ -72,19 +84,24 @@ def _softmax_forward_kernel(x, scale, causal):
         n = min(Tk, i + 1 + Tk - Tq) if causal else Tk     # query i sees keys j < n
         if n == 0:                                   # Tk == 0: an empty row
             continue
-        zmax = scale * x[r, i, 0]
-        for j in range(1, n):
-            zmax = max(zmax, scale * x[r, i, j])
-        total = 0.0
-        for j in range(n):
-            e = math.exp(scale * x[r, i, j] - zmax)  # <= 1: no overflow
-            y[r, i, j] = e
+        end = Tk if whole_rows else n                # how far the passes walk
+        xr, yr = x[r, i], y[r, i]                    # (Tk,) each
+        first = scale * xr[0]
+        zmax = first
+        for j in range(end):
+            zmax = maxnum(zmax, scale * xr[j] if j < n else first)
+        zero = zero_like(zmax)
+        total = zero
+        for j in range(end):
+            e = exp(scale * xr[j] - zmax)            # <= 1: no overflow
+            e = e if j < n else zero                 # (a select, not a branch)
+            yr[j] = e
             total += e
-        inv = 1.0 / total
-        for j in range(n):
-            y[r, i, j] *= inv
-        for j in range(n, Tk):                       # the masked future: exactly 0
-            y[r, i, j] = 0.0
+        inv = 1 / total
+        for j in range(end):
+            yr[j] = yr[j] * inv if j < n else zero   # (masked: 0 even in a NaN row)
+        for j in range(end, Tk):                     # the masked future: exactly 0
+            yr[j] = zero
     return y
 
 
@@ -116,9 +133,9 @@ def softmax_forward(x, scale=1.0, causal=False):
     """softmax(scale * x) over the last axis, causal mask optional; a new array of x's dtype."""
     x = _check(x, "softmax_forward", causal)
     kernel = compile_for(_softmax_forward_kernel, x.dtype, (3,), "C",
-                         (from_dtype(x.dtype), types.boolean))
+                         (from_dtype(x.dtype), types.boolean, types.boolean))
     with use_kernel_threads():
-        y = kernel(_rows(x), x.dtype.type(scale), bool(causal))
+        y = kernel(_rows(x), x.dtype.type(scale), bool(causal), x.dtype == np.float32)
     return y.reshape(x.shape)
 
 
