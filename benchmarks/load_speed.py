@@ -9,6 +9,8 @@ What runs (each a fresh `tinygpt` process, as a user would type it; built in a t
   sample     `tinygpt sample` --sample-tokens from a run trained for 20 iterations
   generate   `tinygpt generate` --generate-tokens from a GPT-2-124M-sized Hugging Face directory
              with random weights (GPT(GPTConfig(**PRESETS["gpt2"]), seed=0))
+  gen-int8   the same with `--dtype int8`: its products are Numba kernels, whose thread pool
+             follows the same setting
 The figure is the command's own tokens/s (train's average over its iterations; sample's and
 generate's over the new tokens), so start-up and model loading are left out. Beside each default
 run: the BLAS thread counts "auto" chose in turn (TENSOR_THREADS_LOG, tensor/kernels/threads.py).
@@ -138,6 +140,9 @@ def commands(args, tmp: Path):
         "generate": lambda: ["generate", "--model", "gpt2-random", "--max-new-tokens",
                              str(args.generate_tokens), "--seed", "0", "--prompt",
                              "The quick brown fox", "--no-stop-at-eot"],
+        "gen-int8": lambda: ["generate", "--model", "gpt2-random", "--max-new-tokens",
+                             str(args.generate_tokens), "--seed", "0", "--prompt",
+                             "The quick brown fox", "--no-stop-at-eot", "--dtype", "int8"],
     }
 
 
