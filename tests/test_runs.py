@@ -6,6 +6,7 @@ of the save sequence (the TINYGPT_TEST_KILL_AT hook in tinygpt/checkpoint.py) an
 training steps; then they check that the last complete checkpoint loads and that a resumed run
 ends with exactly the weights of a run that was never interrupted.
 """
+import json
 import os
 import signal
 import subprocess
@@ -148,6 +149,37 @@ def test_a_flipped_byte_anywhere_is_detected_and_named(tmp_path, name, where):
         ckpt.load_model(out, which="latest")
     with pytest.raises(ckpt.CheckpointError, match=name.replace(".", r"\.")):
         run_tiny(out, resume=True, max_iters=8)
+
+
+def _one_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    run_tiny(out, max_iters=4, eval_interval=4)
+    for c in ckpt.list_checkpoints(out)[:-1]:
+        ckpt._remove_dir(c.path)
+    return out, ckpt.list_checkpoints(out)[-1].path / ckpt.MANIFEST_FILE
+
+
+def test_a_changed_checksum_in_the_manifest_blames_the_manifest(tmp_path):
+    """A flipped bit that turns a hex digit of a file's SHA-256 upper-case keeps the manifest
+    valid JSON; the manifest's own checksum names it, not the file whose entry it hit."""
+    out, manifest = _one_checkpoint(tmp_path)
+    text = manifest.read_text()
+    entry = json.loads(text)["files"][ckpt.MODEL_FILE]["sha256"]
+    i = next(i for i, ch in enumerate(entry) if ch in "abcdef")
+    manifest.write_text(text.replace(entry, entry[:i] + entry[i].upper() + entry[i + 1:]))
+    with pytest.raises(ckpt.CheckpointError, match=r"manifest\.json is damaged"):
+        ckpt.load_model(out, which="latest")
+
+
+def test_a_manifest_without_its_own_checksum_still_loads_and_a_renamed_one_does_not(tmp_path):
+    out, manifest = _one_checkpoint(tmp_path)
+    m = json.loads(manifest.read_text())
+    own = m.pop("manifest_sha256")
+    manifest.write_text(json.dumps(m))               # as tinygpt wrote it before the field
+    ckpt.load_model(out, which="latest")
+    manifest.write_text(json.dumps({**m, "manifest_sha256".upper(): own}))
+    with pytest.raises(ckpt.CheckpointError, match=r"manifest\.json is damaged"):
+        ckpt.load_model(out, which="latest")
 
 
 def test_a_damaged_latest_falls_back_to_the_previous_complete_checkpoint(tmp_path):

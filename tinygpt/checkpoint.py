@@ -11,7 +11,7 @@ A *run directory* (`tinygpt train --out out`) holds:
         optimizer.safetensors      AdamW's moments m.<i>, v.<i>, its step count and lr
         rng.json                   the random generators' states (batches, dropout)
         config.json                model, tokenizer, training options, iteration, val loss
-        manifest.json              size and SHA-256 of each file above; written last
+        manifest.json              size and SHA-256 of each file above, and of itself; last
 
 How a save stays safe: the new checkpoint is written into a hidden `.partial-*` directory next
 to the others, every file is flushed to disk, the manifest is written last, and then the whole
@@ -147,6 +147,28 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
+_MANIFEST_KEYS = {"format", "iteration", "files"}
+
+
+def _manifest_digest(manifest: dict) -> str:
+    """SHA-256 of the manifest's content (keys sorted, compact), its own field left out."""
+    text = json.dumps(manifest, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _check_manifest_digest(manifest: dict, path: Path) -> None:
+    """The manifest checks itself: a changed byte in it (a checksum turned upper-case, say)
+    would otherwise look like damage to the file whose entry it hit. Manifests written before
+    the field existed have exactly the three other keys, and are read as they are."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    if "manifest_sha256" in manifest:
+        if set(body) != _MANIFEST_KEYS or manifest["manifest_sha256"] != _manifest_digest(body):
+            raise CheckpointError(f"{path} is damaged: its own checksum does not match its "
+                                  f"content (a changed or corrupted byte)")
+    elif set(body) != _MANIFEST_KEYS:
+        raise CheckpointError(f"{path} is damaged: unexpected keys {sorted(set(body))}")
+
+
 def verify(ckpt_dir) -> None:
     """Check every file of a checkpoint against its manifest; the error names the bad file."""
     d = Path(ckpt_dir)
@@ -156,6 +178,7 @@ def verify(ckpt_dir) -> None:
             return                     # written by an older tinygpt: nothing to check against
         raise CheckpointError(f"{d} has no {MANIFEST_FILE}: it is not a complete checkpoint")
     manifest = _read_json(manifest_path)
+    _check_manifest_digest(manifest, manifest_path)
     files = manifest.get("files")
     if not isinstance(files, dict) or CONFIG_FILE not in files or MODEL_FILE not in files:
         raise CheckpointError(f"{manifest_path} is damaged: it does not list the checkpoint's files")
@@ -232,8 +255,9 @@ def save_checkpoint(run_dir, model, config: dict, optimizer=None, rng_states: di
     _kill_point("config")
     files = {e.name: {"size": e.stat().st_size, "sha256": sha256_file(e.path)}
              for e in sorted(os.scandir(partial), key=lambda e: e.name) if e.is_file()}
-    atomic_write_json(partial / MANIFEST_FILE, {"format": FORMAT, "iteration": iteration,
-                                                "files": files})
+    manifest = {"format": FORMAT, "iteration": iteration, "files": files}
+    atomic_write_json(partial / MANIFEST_FILE,
+                      {**manifest, "manifest_sha256": _manifest_digest(manifest)})
     _kill_point("manifest")
     final = _name_for(run, iteration)
     os.rename(partial, final)          # the one atomic step: the checkpoint now exists, whole
