@@ -407,9 +407,8 @@ def permute(x, *axes) -> Tensor:
     if sorted(axes) != list(range(x.ndim)):
         raise ValueError(f"permute: axes {tuple(axes)} are not a permutation of the "
                          f"{x.ndim} axes of a tensor of shape {x.shape}")
-    inverse = np.argsort(axes)
     def backward(g):
-        x.grad += g.transpose(inverse)
+        x.grad += g.transpose(np.argsort(axes))                  # the inverse order
     return _node(x.data.transpose(axes), "permute", (x,), backward)
 
 
@@ -419,10 +418,10 @@ def transpose(x, *axes) -> Tensor:
     if not axes:
         return permute(x, tuple(reversed(range(x.ndim))))
     if len(axes) == 2 and all(isinstance(a, int) for a in axes):
-        order = list(range(x.ndim))
         a, b = _axis("transpose", axes[0], x.ndim), _axis("transpose", axes[1], x.ndim)
-        order[a], order[b] = order[b], order[a]
-        return permute(x, order)
+        def backward(g):                                         # swapping back is the inverse
+            x.grad += g.swapaxes(a, b)
+        return _node(x.data.swapaxes(a, b), "permute", (x,), backward)
     return permute(x, *axes)
 
 
@@ -573,8 +572,11 @@ def _matmul_arrays(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return kernels.matmul(a.reshape(rows, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[-1:])
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     (m, k), n, z = a.shape[-2:], b.shape[-1], math.prod(batch)
-    a3 = np.broadcast_to(a, batch + (m, k)).reshape(z, m, k)     # (B, M, K)
-    b3 = np.broadcast_to(b, batch + (k, n)).reshape(z, k, n)     # (B, K, N)
+    if a.shape[:-2] != batch:                                      # (no call when they agree)
+        a = np.broadcast_to(a, batch + (m, k))
+    if b.shape[:-2] != batch:
+        b = np.broadcast_to(b, batch + (k, n))
+    a3, b3 = a.reshape(z, m, k), b.reshape(z, k, n)               # (B, M, K), (B, K, N)
     return kernels.matmul(a3, b3).reshape(batch + (m, n))        # (..., M, N)
 
 
