@@ -95,6 +95,11 @@ class Worker:
 
     def __init__(self, argv: list[str], env: dict | None = None):
         self.argv = argv
+        # As the tinygpt command does before NumPy loads (tensor/__init__.py): the worker's
+        # script imports NumPy first, so the setting travels in its environment.
+        from tensor import OPENBLAS_THREAD_TIMEOUT
+        env = dict(os.environ if env is None else env)
+        env.setdefault("OPENBLAS_THREAD_TIMEOUT", OPENBLAS_THREAD_TIMEOUT)
         self.proc = subprocess.Popen([sys.executable, *argv], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=env)
         self.info = self._read()

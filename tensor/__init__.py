@@ -9,6 +9,19 @@ The Tensor and the graph walk are in `tensor/tensor.py`; every op and its backwa
 `tensor/functional.py`; the Numba kernels in `tensor/kernels/`; `tensor.nn` and `tensor.optim`
 build layers and optimizers on top.  Nothing here knows about GPT.
 """
+import os as _os
+
+# Before NumPy loads OpenBLAS: after each parallel product, OpenBLAS's idle threads spin for
+# 2^28 cycles (about 0.1 s) before they sleep, holding a core that Numba's threads (the
+# quantized kernels, tensor/kernels/quantized.py) then wait for: a GPT-2 prompt pass right after
+# one 2-thread product took 90-160 ms instead of 40 on the 2-core Xeon. 2^22 cycles (about
+# 1.5 ms) keeps them awake between the back-to-back products of a training step (no change in
+# step time) and asleep before anything else needs the core. Only an OpenBLAS loaded after this
+# line reads it: import tensor (or tinygpt, which sets the same) before numpy, or set the
+# variable yourself. (tinygpt/__init__.py repeats it, because `import tinygpt` stays cheap.)
+OPENBLAS_THREAD_TIMEOUT = "22"
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", OPENBLAS_THREAD_TIMEOUT)
+
 from .memory import tune_malloc as _tune_malloc, malloc_tuned
 _tune_malloc()     # keep freed memory for the next step: no page faults (tensor/memory.py)
 

@@ -5,7 +5,13 @@
     ids = model.generate(tok.encode("Hello"), 20, temperature=0.8, top_k=40, seed=0)
     print(tok.decode(ids.tolist()))
 """
+import os as _os
+
 __version__ = "0.1.0"
+
+# OpenBLAS's idle threads sleep after 2^22 cycles instead of 2^28: set before any tinygpt module
+# imports NumPy. Why, and the value: tensor/__init__.py (tensor.OPENBLAS_THREAD_TIMEOUT).
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "22")
 
 
 def load(name_or_dir, **options):
