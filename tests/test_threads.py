@@ -251,3 +251,32 @@ def test_auto_sends_every_product_to_blas(policy):
     assert K.matmul_path(a, b) == "blas" and K.matmul_path(a[None], b[None]) == "blas"
     K.set_num_threads(2, owner="numba")
     assert K.matmul_path(a, b) == "numba"
+
+
+# ----- OpenBLAS's idle-thread timeout, set before NumPy loads -----------------------------------
+
+def _env_after(code, env):
+    import subprocess
+    out = subprocess.run([sys.executable, "-c", code + "; import os; "
+                          "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"],
+                         env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("first", ["import tensor", "import tinygpt.cli", "import tinygpt"])
+def test_tensor_and_tinygpt_set_openblas_thread_timeout_before_numpy(first):
+    """Both packages set the same value (tinygpt repeats tensor's, see tensor/__init__.py), and
+    the command line's imports reach it before NumPy; a value the user set is kept."""
+    import os
+    import tensor
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    assert _env_after(first, env) == tensor.OPENBLAS_THREAD_TIMEOUT
+    assert _env_after(first, {**env, "OPENBLAS_THREAD_TIMEOUT": "7"}) == "7"
+
+
+def test_import_tinygpt_sets_it_without_loading_numpy():
+    """So every tinygpt module (each imports the package first) finds it set when NumPy loads."""
+    import os
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    code = "import sys, tinygpt; assert 'numpy' not in sys.modules, 'import tinygpt loaded numpy'"
+    assert _env_after(code, env) != "None"

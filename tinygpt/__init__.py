@@ -9,9 +9,9 @@ import os as _os
 
 __version__ = "0.1.0"
 
-# OpenBLAS's idle threads sleep after 2^22 cycles instead of 2^28: set before any tinygpt module
+# OpenBLAS's idle threads sleep after 2^24 cycles instead of 2^28: set before any tinygpt module
 # imports NumPy. Why, and the value: tensor/__init__.py (tensor.OPENBLAS_THREAD_TIMEOUT).
-_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "22")
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "24")
 
 
 def load(name_or_dir, **options):
