@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import operator
 import os
 import secrets
 import stat
@@ -324,7 +325,7 @@ class SafetensorsFile:
 
 def _row_slice(path: str, e: _Entry, rows) -> _Entry:
     """The entry for rows [start, stop) of e's first axis: a byte range inside e's."""
-    start, stop = rows
+    start, stop = (operator.index(r) for r in rows)         # ints only (a float cannot seek)
     if not e.shape or not 0 <= start <= stop <= e.shape[0]:
         raise ValueError(f"safetensors file {path!r}, key {e.name!r}: rows [{start}, {stop}) "
                          f"are not inside its shape {list(e.shape)}")

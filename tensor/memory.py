@@ -24,7 +24,6 @@ Windows) nothing happens.  The same effect is available to any program through t
 variables MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ (see `man mallopt`).
 """
 import ctypes
-import functools
 import os
 import platform
 
@@ -36,18 +35,27 @@ TRIM_THRESHOLD = 256 << 20
 _state = {"tuned": False}
 
 
+def _glibc_function(name: str, argtypes: tuple):
+    """glibc's function `name` (returning an int) from the C library this process already
+    uses, or None where that is not glibc (musl, macOS, Windows)."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        fn = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = list(argtypes), ctypes.c_int
+    return fn
+
+
 def tune_malloc() -> bool:
     """Raise glibc's mmap and trim thresholds (see the module docstring). Returns True if they
     were set, False where they could not be (not glibc) or TENSOR_MALLOC_TUNE=0 says not to."""
     if os.environ.get("TENSOR_MALLOC_TUNE", "1").strip() == "0":
         return False
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    mallopt = _glibc_function("mallopt", (ctypes.c_int, ctypes.c_int))
+    if mallopt is None:
         return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt     # the C library this process already uses
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     ok = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD,
                                                                          TRIM_THRESHOLD))
     _state["tuned"] = ok
@@ -59,16 +67,6 @@ def malloc_tuned() -> bool:
     return _state["tuned"]
 
 
-@functools.lru_cache(maxsize=1)
-def _malloc_trim():
-    try:
-        trim = ctypes.CDLL(None).malloc_trim        # glibc only (not musl, macOS, Windows)
-    except (OSError, AttributeError, TypeError):
-        return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
-
-
 def give_back_freed_memory() -> None:
     """Hand the memory freed so far back to the system (glibc's malloc_trim(0)). tune_malloc
     keeps freed memory for reuse on purpose, so that training steps reuse their pages; a loader
@@ -77,6 +75,6 @@ def give_back_freed_memory() -> None:
     resident: measured on gpt2-medium, 2-core AMD EPYC, the int8 load peaked at
     599 MB without this and 516 MB with it (360 MB of weights; bfloat16: 929 -> 858 MB), in the
     same time. malloc_trim(0) hands whole free pages back; elsewhere this does nothing."""
-    trim = _malloc_trim()
+    trim = _glibc_function("malloc_trim", (ctypes.c_size_t,))
     if trim is not None:
         trim(0)

@@ -1,6 +1,6 @@
 """Fused Numba kernels for the hot loops of a transformer: GELU, layer norm, cross-entropy,
 embedding scatter-add, the dropout mask and the AdamW update. (Attention is fused at the op level in
-tensor/functional.py: two batched matmul kernels around the causal softmax kernel.)
+tensor/functional.py: BLAS's batched products around the causal softmax kernel.)
 
 "Fused" means one pass over the data does what several NumPy calls would do with a temporary
 array each: on a CPU the time of these ops goes into reading and writing memory, not arithmetic.

@@ -72,9 +72,9 @@ _FAST = {"reassoc", "contract"}
 # product over 600 MB of distinct matrices (so from memory, as in decoding), GB/s of weights:
 #                      no prefetch   1 row ahead   2   4   8   16 rows ahead
 #   int8                   13.9           -       20.2  21.3 21.5  21.3
-#   bfloat16 *             16.4           -       24.7  24.8 22.6   -
-# (* widened in a register; through an L1 buffer, as for several rows: 14.7.) NumPy's float32
-# matrix-vector product reads 27.6 GB/s on the same test.
+#   bfloat16               16.4           -       24.7  24.8 22.6   -
+# (bfloat16 widened through an L1 buffer instead of in a register, with no prefetch: 14.7.)
+# NumPy's float32 matrix-vector product reads 27.6 GB/s on the same test.
 _AHEAD = 4
 
 
@@ -291,7 +291,7 @@ def matmul_int8(x: np.ndarray, q: np.ndarray, scale: np.ndarray) -> np.ndarray:
         out = _blas_blocks(x, q.shape[0], lambda n0, n1: q[n0:n1].astype(x.dtype))
     else:
         out = _kernel_product(x, q)
-    out *= scale.astype(x.dtype)                                        # (M, N) * (N,)
+    out *= scale.astype(x.dtype, copy=False)                            # (M, N) * (N,)
     return out
 
 
@@ -332,10 +332,12 @@ def _blas_blocks(x, N, widen):
 #   right after decode attention (8,12,1,64) @ (8,12,64,1000)      0.30     0.80
 #   right after the same 128x768 product on 1 BLAS thread           0.23     0.72
 #   on 1 Numba thread instead (nothing before / after the product)  0.38     1.37
-# and 1, 10, 30 ms after the big product the M = 8 kernel took 1.46, 1.65, 0.86 ms. So the spin
-# costs a few ms once after each parallel BLAS product (a prompt pass; in decoding at GPT-2's
-# short contexts BLAS's small products run on one thread and leave nothing spinning), while one
-# Numba thread would lose 2x on every call: the kernels take the policy's threads.
+# and 1, 10, 30 ms after the big product the M = 8 kernel took 1.46, 1.65, 0.86 ms. OpenBLAS's
+# workers spin for 2^28 cycles by default; on the Xeon a whole bfloat16 prompt pass right after
+# one parallel product took 90-160 ms instead of 40. tensor/__init__.py therefore shortens that
+# spin (OPENBLAS_THREAD_TIMEOUT) at its source, and what is left costs at most a few ms once
+# after each parallel BLAS product, while one Numba thread would lose 2x on every call: the
+# kernels take the policy's threads.
 @contextlib.contextmanager
 def kernel_threads():
     """Run a kernel on the threads the policy gives products (tensor.kernels.set_num_threads;
