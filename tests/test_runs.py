@@ -182,6 +182,20 @@ def test_a_manifest_without_its_own_checksum_still_loads_and_a_renamed_one_does_
         ckpt.load_model(out, which="latest")
 
 
+def test_a_model_file_gone_between_the_check_and_the_open_is_a_checkpoint_error(tmp_path,
+                                                                              monkeypatch):
+    """Pruned by a training process after the manifest was checked: the open itself fails.
+    That is a CheckpointError naming the file (so load_model can look again), not a raw
+    FileNotFoundError."""
+    out, _ = _one_checkpoint(tmp_path)
+    def gone(path):
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+    monkeypatch.setattr(ckpt, "open_safetensors", gone)
+    for weight_dtype in ("float32", "int8"):
+        with pytest.raises(ckpt.CheckpointError, match=r"checkpoint file missing: .*model\.safetensors"):
+            ckpt.load_model(out, which="latest", weight_dtype=weight_dtype)
+
+
 def test_a_damaged_latest_falls_back_to_the_previous_complete_checkpoint(tmp_path):
     out = tmp_path / "run"
     def ctrl_c_at_6(it, stop, model):

@@ -26,6 +26,7 @@ files directly inside) can be given wherever a run directory can.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -40,8 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tensor.io import (SafetensorsError, atomic_write_json, load_safetensors,
-                       load_safetensors_metadata, save_safetensors, _fsync_directory)
+from tensor.io import (SafetensorsError, atomic_write_json, open_safetensors, save_safetensors,
+                       _fsync_directory)
 
 MODEL_FILE, OPTIM_FILE, RNG_FILE, CONFIG_FILE = ("model.safetensors", "optimizer.safetensors",
                                                  "rng.json", "config.json")
@@ -367,18 +368,27 @@ def load_config(ckpt_dir) -> dict:
     return config
 
 
-def _load_arrays(path: Path, iteration: int):
-    if not path.exists():
-        raise CheckpointError(f"checkpoint file missing: {path}")
+@contextlib.contextmanager
+def _open_checked(path: Path, iteration: int):
+    """A checkpoint's safetensors file, open, once its header and its save are checked: its
+    "iteration" must be config.json's. A missing file (perhaps pruned a moment ago) and a
+    damaged one become CheckpointErrors, while it is opened and while it is read."""
     try:
-        arrays = load_safetensors(path)
-        meta = load_safetensors_metadata(path)
+        with open_safetensors(path) as f:
+            saved = f.metadata.get("iteration")
+            if saved is not None and int(saved) != iteration:
+                raise CheckpointError(f"{path} is from iteration {saved} but config.json says "
+                                      f"{iteration}: the files belong to different saves.")
+            yield f
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint file missing: {path}") from None
     except SafetensorsError as e:
         raise CheckpointError(f"{path} is damaged: {e}") from None
-    if "iteration" in meta and int(meta["iteration"]) != iteration:
-        raise CheckpointError(f"{path} is from iteration {meta['iteration']} but config.json says "
-                              f"{iteration}: the files belong to different saves.")
-    return arrays, meta
+
+
+def _load_arrays(path: Path, iteration: int):
+    with _open_checked(path, iteration) as f:
+        return {name: f.read(name) for name in f.names()}, dict(f.metadata)
 
 
 def load_model(path, dtype=np.float32, which: str = "best", log=None,
@@ -391,7 +401,9 @@ def load_model(path, dtype=np.float32, which: str = "best", log=None,
     config["source"] says which checkpoint was loaded; log(line) receives warnings (a damaged
     checkpoint skipped for an older one)."""
     from .model import GPT, GPTConfig
+    from .quantize import check_weight_dtype
     from .tokenizer import tokenizer_from_dict
+    check_weight_dtype("load_model", weight_dtype, dtype)
     ckpt, config = find_checkpoint(path, which, log)
     try:
         model_cfg = GPTConfig.from_dict(config["model"])
@@ -427,24 +439,15 @@ def _load_quantized(model, file: Path, iteration: int, weight_dtype: str) -> Non
     """Fill `model` (built with init=False) from model.safetensors one tensor at a time,
     quantizing each to weight_dtype as it is read; the same checks as _load_arrays and
     load_state_dict (the save it belongs to, names, shapes), made on the header first."""
-    from tensor.io import open_safetensors
     from .quantize import load_quantized
-    if not file.exists():
-        raise CheckpointError(f"checkpoint file missing: {file}")
     try:
-        with open_safetensors(file) as f:
-            saved = f.metadata.get("iteration")
-            if saved is not None and int(saved) != iteration:
-                raise CheckpointError(f"{file} is from iteration {saved} but config.json says "
-                                      f"{iteration}: the files belong to different saves.")
+        with _open_checked(file, iteration) as f:
             try:
                 model.check_state_shapes({name: f.shape(name) for name in f.names()})
             except KeyError as e:
                 raise CheckpointError(f"{file}: {e.args[0]}") from None
             load_quantized(model, weight_dtype,
                            lambda name, rows=None: f.read(name, raw=True, rows=rows))
-    except SafetensorsError as e:
-        raise CheckpointError(f"{file} is damaged: {e}") from None
     except ValueError as e:                      # a weight that cannot be quantized (nan, inf)
         raise CheckpointError(f"{file}: {e}") from None
 

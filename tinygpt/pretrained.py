@@ -151,12 +151,15 @@ def download(name: str) -> Path:
             f"pip install 'tinygpt[hub]'. Or pass --model DIR, a local directory holding "
             f"{', '.join(HUB_FILES)}") from None
     repo, offline = f"{HUB_ORG}/{name}", _offline()
+    reachable = []                      # the Hub probe's answer, asked at the first cache miss
 
     def fetch(filename: str) -> Path:
         try:
             return Path(hf_hub_download(repo, filename, local_files_only=True))  # cache only
         except LocalEntryNotFoundError:
-            if offline or not _hub_reachable(constants.ENDPOINT):
+            if not offline and not reachable:
+                reachable.append(_hub_reachable(constants.ENDPOINT))
+            if offline or not reachable[0]:
                 raise
         return Path(hf_hub_download(repo, filename))                             # the network
 
