@@ -15,7 +15,7 @@ it, and the command, on a real directory.
 
 Accuracy (--accuracy RUN:TEXT, repeatable): a model trained with tinygpt (a run directory or a
 Hugging Face directory) is loaded once per dtype; printed are its perplexity on the held-out
-TEXT (tinygpt.pretrained.strided_perplexity, at most --ppl-tokens tokens, stride = half the
+TEXT (tinygpt.evaluate.strided_perplexity, at most --ppl-tokens tokens, stride = half the
 context) and, over --prompts prompts cut from TEXT (--prompt-tokens each), how many greedy
 continuations agree with float32's for their first --agree tokens, and the mean length of the
 agreeing prefix.
@@ -218,7 +218,7 @@ def accuracy(run: str, text_file: str, n_ppl: int, n_prompts: int, prompt_len: i
     from tinygpt.dataset import read_text
     from tinygpt.generate import generate
     from tinygpt.loading import load_model
-    from tinygpt.pretrained import strided_perplexity
+    from tinygpt.evaluate import strided_perplexity
     from tinygpt.quantize import quantize_gpt
 
     text = read_text(text_file)

@@ -97,7 +97,7 @@ def child_torch_train(a, clock):
     batch_rng = np.random.default_rng(r["seed"])
     B, T, iters = r["batch_size"], cfg.block_size, len(r["lr"])
 
-    def estimate_loss(it):          # as tinygpt.train.estimate_loss: same batches, eval mode
+    def estimate_loss(it):          # as tinygpt.evaluate.estimate_loss: same batches, eval mode
         model.eval()
         losses = {}
         with torch.no_grad():

@@ -51,7 +51,7 @@ def test_train_for_20_iterations(trained):
 
 def test_sample_from_the_trained_model(trained):
     out, _ = trained
-    result = CliRunner().invoke(main, ["sample", "--out", str(out), "--prompt", "ROMEO:",
+    result = CliRunner().invoke(main, ["sample", "--model", str(out), "--prompt", "ROMEO:",
                                        "--max-new-tokens", "30", "--num-samples", "2"])
     assert result.exit_code == 0, result.output
     assert result.output.count("ROMEO:") == 2
@@ -61,20 +61,20 @@ def test_sample_from_the_trained_model(trained):
 
 def test_sample_is_seeded(trained):
     out, _ = trained
-    args = ["sample", "--out", str(out), "--max-new-tokens", "20", "--seed", "3"]
+    args = ["sample", "--model", str(out), "--max-new-tokens", "20", "--seed", "3"]
     a, b = CliRunner().invoke(main, args), CliRunner().invoke(main, args)
     assert a.exit_code == 0 and a.stdout == b.stdout        # stderr has the speed: not compared
 
 
 def test_sample_prompt_with_unknown_character(trained):
     out, _ = trained
-    result = CliRunner().invoke(main, ["sample", "--out", str(out), "--prompt", "héllo €"])
+    result = CliRunner().invoke(main, ["sample", "--model", str(out), "--prompt", "héllo €"])
     assert result.exit_code != 0
     assert "€" in result.output or "é" in result.output
 
 
 def test_sample_without_checkpoint(tmp_path):
-    result = CliRunner().invoke(main, ["sample", "--out", str(tmp_path / "none")])
+    result = CliRunner().invoke(main, ["sample", "--model", str(tmp_path / "none")])
     assert result.exit_code == 1
     assert "config.json" in result.output
 

@@ -170,20 +170,22 @@ def test_export_says_which_checkpoint_it_took(run, tmp_path):
 
 @pytest.mark.parametrize("cmd, extra", [("sample", ["--max-new-tokens", "2"]), ("plot", []),
                                         ("export", ["--to", "HF"])])
-def test_out_still_names_the_run_on_sample_plot_and_export(run, tmp_path, cmd, extra):
+def test_model_is_the_one_name_of_the_run_on_sample_plot_and_export(run, tmp_path, cmd, extra):
     extra = [str(tmp_path / "hf") if a == "HF" else a for a in extra]
     if cmd == "plot":
         pytest.importorskip("matplotlib", reason='plot needs matplotlib: pip install "tinygpt[plot]"')
         extra = ["--png", str(tmp_path / "loss.png")]
-    result = invoke(cmd, "--out", run, *extra)
+    result = invoke(cmd, "--model", run, *extra)
     assert result.exit_code == 0, result.output
     listed = [line.split()[0] for line in invoke(cmd, "--help").output.splitlines()
               if line.strip().startswith("-")]
-    assert "--model" in listed and "--out" not in listed       # hidden: --model is the name
+    assert "--model" in listed and "--out" not in listed
+    refused = invoke(cmd, "--out", run, *extra)                 # no second name for the run
+    assert refused.exit_code == 2 and "No such option '--out'" in refused.output
 
 
-@pytest.mark.parametrize("cmd", ["sample", "generate", "perplexity", "inspect", "export", "plot"])
-def test_every_command_has_threads(cmd):
+@pytest.mark.parametrize("cmd", ["sample", "generate", "perplexity", "inspect", "export"])
+def test_every_command_that_runs_kernels_has_threads(cmd):
     assert "--threads" in invoke(cmd, "--help").output
 
 

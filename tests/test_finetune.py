@@ -9,7 +9,7 @@ from click.testing import CliRunner
 import tensor
 from tensor.io import save_safetensors
 from tinygpt import checkpoint as ckpt
-from tinygpt.cli_train import train_cmd
+from tinygpt.cli.train import train_cmd
 from tinygpt.model import GPT, GPTConfig
 
 SMALL = dict(vocab_size=50257, block_size=32, n_layer=2, n_head=2, n_embd=16)

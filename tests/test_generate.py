@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import tensor
-from tinygpt.generate import KVCache, generate, sample_next
+from tinygpt.model import KVCache
+from tinygpt.generate import generate, sample_next
 from tinygpt.model import GPT, GPTConfig
 
 CFG = dict(vocab_size=97, block_size=24, n_layer=2, n_head=4, n_embd=32)

@@ -272,26 +272,26 @@ def test_inspect_png_without_matplotlib_says_how_to_install(hf_dir, tmp_path, mo
 
 def test_plot_writes_loss_png(run_dir, tmp_path):
     pytest.importorskip("matplotlib", reason="plotting needs the optional extra `plot`")
-    result = CliRunner().invoke(main, ["plot", "--out", str(run_dir)])
+    result = CliRunner().invoke(main, ["plot", "--model", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert (run_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "3 evaluations" in result.output                  # iterations 0, 10, 20
     other = tmp_path / "curves.png"
-    result = CliRunner().invoke(main, ["plot", "--out", str(run_dir), "--png", str(other)])
+    result = CliRunner().invoke(main, ["plot", "--model", str(run_dir), "--png", str(other)])
     assert result.exit_code == 0 and other.exists()
 
 
 def test_plot_without_matplotlib_exits_1_with_the_install_line(run_dir, monkeypatch, tmp_path):
     without_matplotlib(monkeypatch)
     target = tmp_path / "loss.png"
-    result = CliRunner().invoke(main, ["plot", "--out", str(run_dir), "--png", str(target)])
+    result = CliRunner().invoke(main, ["plot", "--model", str(run_dir), "--png", str(target)])
     assert result.exit_code == 1
     assert 'pip install "tinygpt[plot]"' in result.output
     assert not target.exists()
 
 
 def test_plot_missing_metrics_names_the_file(tmp_path):
-    result = CliRunner().invoke(main, ["plot", "--out", str(tmp_path)])
+    result = CliRunner().invoke(main, ["plot", "--model", str(tmp_path)])
     assert result.exit_code == 1
     assert str(tmp_path / "metrics.csv") in result.output
     assert "not found" in result.output
@@ -299,7 +299,7 @@ def test_plot_missing_metrics_names_the_file(tmp_path):
 
 def test_plot_rejects_a_csv_of_another_kind(tmp_path):
     (tmp_path / "metrics.csv").write_text("step,loss\n1,2.0\n")
-    result = CliRunner().invoke(main, ["plot", "--out", str(tmp_path)])
+    result = CliRunner().invoke(main, ["plot", "--model", str(tmp_path)])
     assert result.exit_code == 1
     assert "val_loss" in result.output
 

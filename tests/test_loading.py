@@ -122,8 +122,8 @@ def test_library_code_and_examples_do_not_import_the_command_line():
 
 def test_text_stream_and_encode_prompt_live_in_the_library():
     from tinygpt.generate import TextStream, encode_prompt   # noqa: F401
-    import tinygpt.cli_pretrained
-    assert not hasattr(tinygpt.cli_pretrained, "TextStream")
+    import tinygpt.cli.generate
+    assert not hasattr(tinygpt.cli.generate, "TextStream")
 
 
 def test_an_empty_prompt_is_a_new_document_for_bpe_and_a_newline_for_characters():

@@ -22,7 +22,8 @@ from tinygpt.checkpoint import save_checkpoint  # noqa: E402
 from tinygpt.cli import main  # noqa: E402
 from tinygpt.generate import generate  # noqa: E402
 from tinygpt.model import GPT, GPTConfig  # noqa: E402
-from tinygpt.pretrained import load_pretrained, strided_perplexity  # noqa: E402
+from tinygpt.evaluate import strided_perplexity  # noqa: E402
+from tinygpt.pretrained import load_pretrained  # noqa: E402
 
 CONFIG = dict(n_layer=2, n_head=4, n_embd=64, vocab_size=50257, n_positions=128)
 ATOL = 1e-4
@@ -134,7 +135,7 @@ def test_exported_checkpoint_loads_in_transformers(tmp_path):
         p.data += 0.05 * rng.standard_normal(p.shape).astype(np.float32)
     save_checkpoint(tmp_path / "out", model, {"model": model.config.to_dict(),
                                               "tokenizer": {"type": "gpt2"}, "iteration": 0})
-    result = CliRunner().invoke(main, ["export", "--out", str(tmp_path / "out"),
+    result = CliRunner().invoke(main, ["export", "--model", str(tmp_path / "out"),
                                        "--to", str(tmp_path / "hf")])
     assert result.exit_code == 0, result.output
 

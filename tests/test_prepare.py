@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from tinygpt.bpe import EOT, GPT2Tokenizer
-from tinygpt.cli_prepare import prepare_cmd
+from tinygpt.cli.prepare import prepare_cmd
 from tinygpt.dataset import (SHAKESPEARE, Dataset, is_prepared_dir, open_prepared, prepare,
                              read_text)
 from tinygpt.tokenizer import CharTokenizer, tokenizer_from_dict

@@ -21,7 +21,8 @@ from tinygpt.cli import main
 from tinygpt.generate import TextStream
 from tinygpt.model import GPT, GPTConfig
 from tinygpt import pretrained
-from tinygpt.pretrained import PretrainedError, load_pretrained, strided_perplexity
+from tinygpt.evaluate import strided_perplexity
+from tinygpt.pretrained import PretrainedError, load_pretrained
 
 # vocab 50257 so that the bundled GPT-2 tokenizer fits the model
 SMALL = dict(vocab_size=50257, block_size=32, n_layer=2, n_head=2, n_embd=16)
@@ -529,7 +530,7 @@ def write_checkpoint(out, model, tokenizer: dict):
 
 
 def export(out, to, *extra):
-    return CliRunner().invoke(main, ["export", "--out", str(out), "--to", str(to), *extra])
+    return CliRunner().invoke(main, ["export", "--model", str(out), "--to", str(to), *extra])
 
 
 def test_export_round_trip_bpe(tmp_path, monkeypatch, source, ids):

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from tensor.io import load_safetensors
 from tinygpt import checkpoint as ckpt
-from tinygpt.cli_train import train_cmd
+from tinygpt.cli.train import train_cmd
 from tinygpt.progress import Progress
 from tinygpt.train import TrainOptions, resume_options, train
 

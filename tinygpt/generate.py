@@ -1,29 +1,25 @@
 """Sampling text from a GPT, one token at a time, with a key/value cache.
 
 At each step the model sees only the newest token; the keys and values of all earlier tokens
-are kept per layer (KVCache, below), so a step costs O(T) instead of re-running the whole
-context. When the context outgrows the model's block_size, the last block_size tokens are run
+are kept per layer (tinygpt/model.py's KVCache, beside the attention that fills it), so a step
+costs O(T) instead of re-running the whole context. When the context outgrows the model's block_size, the last block_size tokens are run
 again from scratch (a sliding window), as the model never saw positions past block_size in
 training.
 
 generate() streams the new ids of one sequence; GPT.generate (tinygpt/model.py) is the nanoGPT-
 style method over it that returns whole (B, T + new) arrays. generate_batch() decodes several
 sequences of one length together, B rows per forward pass in one KVCache (`--num-samples N`):
-a decode step is bound by reading the weights, so B rows cost little more than one. This file
-knows a model only by what it calls (model.config, model(ids, cache=, last_only=)), so it does
-not import model.py, which imports it.
+a decode step is bound by reading the weights, so B rows cost little more than one.
 """
 from __future__ import annotations
 
 import codecs
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 import tensor
 
-if TYPE_CHECKING:
-    from .model import GPT
+from .model import GPT, KVCache
 
 
 def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.0,
@@ -48,57 +44,6 @@ def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float
         trimmed[order[keep]] = probs[order[keep]]
         probs = trimmed / trimmed.sum()
     return int(rng.choice(probs.size, p=probs))
-
-
-class KVCache:
-    """Keys and values of the tokens seen so far, one pair per layer, for fast generation.
-    GPT.forward(idx, cache=...) hands each block's new k, v to extend() and attends over what
-    it returns; it needs nothing else from the cache but .length (the tokens held).
-
-    Each layer's keys and values live in a buffer with room to spare along the time axis; a new
-    token's k and v are written after the old ones and the layer sees a view of the filled part.
-    When the buffer is full it is replaced by one twice as long, so on average each token's
-    key and value are copied less than once more. The views handed out are read-only: the cache
-    is the only writer."""
-
-    def __init__(self, n_layer: int):
-        self.layers = [None] * n_layer      # per layer: [keys, values, filled]; (B, nh, cap, hs)
-        self.layer = 0                      # which layer the next extend() belongs to
-
-    @property
-    def length(self) -> int:
-        return 0 if self.layers[0] is None else self.layers[0][2]
-
-    def extend(self, k, v):
-        """Append k, v (B, nh, T, hs) to this layer's cache; return all keys and values so far,
-        (B, nh, Tk, hs) each."""
-        entry = self.layers[self.layer]
-        B, nh, T, hs = k.shape
-        if entry is not None:
-            held = entry[0].shape[:2] + (entry[2],) + entry[0].shape[3:]    # (B, nh, T, hs)
-            if not (k.shape == v.shape and (B, nh, hs) == held[:2] + held[3:]
-                    and k.dtype == v.dtype == entry[0].dtype):
-                raise ValueError(f"KVCache.extend: layer {self.layer} holds keys of shape "
-                                 f"{held} and dtype {entry[0].dtype}; got k {k.shape} {k.dtype}, "
-                                 f"v {v.shape} {v.dtype}. Use a new KVCache for another batch "
-                                 f"or model.")
-        n = 0 if entry is None else entry[2]
-        if entry is None or n + T > entry[0].shape[2]:             # no room: a bigger buffer
-            cap = max(2 * n, n + T, 16)
-            keys = np.empty((B, nh, cap, hs), dtype=k.dtype)
-            values = np.empty((B, nh, cap, hs), dtype=v.dtype)
-            if entry is not None:
-                keys[:, :, :n], values[:, :, :n] = entry[0][:, :, :n], entry[1][:, :, :n]
-            entry = self.layers[self.layer] = [keys, values, n]
-        entry[0][:, :, n:n + T] = k.data                           # (B, nh, T, hs) after the old
-        entry[1][:, :, n:n + T] = v.data
-        entry[2] = n + T
-        self.layer = (self.layer + 1) % len(self.layers)
-        if n == 0:       # nothing cached before: the inputs themselves (their graph is kept)
-            return k, v
-        keys, values = entry[0][:, :, :n + T], entry[1][:, :, :n + T]   # views, (B, nh, Tk, hs)
-        keys.flags.writeable = values.flags.writeable = False
-        return tensor.Tensor(keys), tensor.Tensor(values)
 
 
 def generate(model: GPT, ids, max_new_tokens: int, temperature: float = 1.0,

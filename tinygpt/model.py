@@ -10,27 +10,22 @@ one to one (see tinygpt/pretrained.py).
 
 Top to bottom, as nanoGPT's model.py: the config and the preset sizes, then the layers (LayerNorm
 comes from the framework, tensor/nn.py; attention, MLP, Block are here), then GPT itself, with
-GPT-2's initialisation written where each weight is made. Sampling (GPT.generate) is a thin
-method over tinygpt/generate.py, which holds the sampling loop and its KV cache; loading weights
-from a name, a Hugging Face directory or a training run is `tinygpt.load` (tinygpt/loading.py),
-outside this file, so that this file imports none of the modules that import it.
+GPT-2's initialisation written where each weight is made. The KV cache that generation fills
+sits beside the attention that reads it. Sampling (GPT.generate) is a thin method over
+tinygpt/generate.py, which holds the sampling loop; loading weights from a name, a Hugging Face
+directory or a training run is `tinygpt.load` (tinygpt/loading.py), outside this file, so that
+this file imports none of the modules that import it.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, asdict, fields
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 import tensor
 from tensor import functional as F
 from tensor import nn
-
-from .generate import generate as generate_ids   # one sequence's new ids, streamed (KV cache)
-
-if TYPE_CHECKING:                                 # for the annotation only: forward takes any
-    from .generate import KVCache                 # object with .length and .extend(k, v)
 
 
 @dataclass
@@ -132,6 +127,57 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y))
 
 
+class KVCache:
+    """Keys and values of the tokens seen so far, one pair per layer, for fast generation.
+    GPT.forward(idx, cache=...) hands each block's new k, v to extend() and attends over what
+    it returns; it needs nothing else from the cache but .length (the tokens held).
+
+    Each layer's keys and values live in a buffer with room to spare along the time axis; a new
+    token's k and v are written after the old ones and the layer sees a view of the filled part.
+    When the buffer is full it is replaced by one twice as long, so on average each token's
+    key and value are copied less than once more. The views handed out are read-only: the cache
+    is the only writer."""
+
+    def __init__(self, n_layer: int):
+        self.layers = [None] * n_layer      # per layer: [keys, values, filled]; (B, nh, cap, hs)
+        self.layer = 0                      # which layer the next extend() belongs to
+
+    @property
+    def length(self) -> int:
+        return 0 if self.layers[0] is None else self.layers[0][2]
+
+    def extend(self, k, v):
+        """Append k, v (B, nh, T, hs) to this layer's cache; return all keys and values so far,
+        (B, nh, Tk, hs) each."""
+        entry = self.layers[self.layer]
+        B, nh, T, hs = k.shape
+        if entry is not None:
+            held = entry[0].shape[:2] + (entry[2],) + entry[0].shape[3:]    # (B, nh, T, hs)
+            if not (k.shape == v.shape and (B, nh, hs) == held[:2] + held[3:]
+                    and k.dtype == v.dtype == entry[0].dtype):
+                raise ValueError(f"KVCache.extend: layer {self.layer} holds keys of shape "
+                                 f"{held} and dtype {entry[0].dtype}; got k {k.shape} {k.dtype}, "
+                                 f"v {v.shape} {v.dtype}. Use a new KVCache for another batch "
+                                 f"or model.")
+        n = 0 if entry is None else entry[2]
+        if entry is None or n + T > entry[0].shape[2]:             # no room: a bigger buffer
+            cap = max(2 * n, n + T, 16)
+            keys = np.empty((B, nh, cap, hs), dtype=k.dtype)
+            values = np.empty((B, nh, cap, hs), dtype=v.dtype)
+            if entry is not None:
+                keys[:, :, :n], values[:, :, :n] = entry[0][:, :, :n], entry[1][:, :, :n]
+            entry = self.layers[self.layer] = [keys, values, n]
+        entry[0][:, :, n:n + T] = k.data                           # (B, nh, T, hs) after the old
+        entry[1][:, :, n:n + T] = v.data
+        entry[2] = n + T
+        self.layer = (self.layer + 1) % len(self.layers)
+        if n == 0:       # nothing cached before: the inputs themselves (their graph is kept)
+            return k, v
+        keys, values = entry[0][:, :, :n + T], entry[1][:, :, :n + T]   # views, (B, nh, Tk, hs)
+        keys.flags.writeable = values.flags.writeable = False
+        return tensor.Tensor(keys), tensor.Tensor(values)
+
+
 class MLP(nn.Module):
     """Widen 4×, GELU, project back."""
 
@@ -192,8 +238,8 @@ class GPT(nn.Module):
 
     def forward(self, idx, targets=None, cache: KVCache | None = None, last_only: bool = False):
         """idx: (B, T) token ids. Returns (logits, loss); loss is None without targets.
-        cache: any object with .length (tokens held) and .extend(k, v) (see KVCache in
-        tinygpt/generate.py); with one, idx holds only the new tokens and their positions
+        cache: any object with .length (tokens held) and .extend(k, v) (see KVCache
+        above); with one, idx holds only the new tokens and their positions
         continue after the cache. last_only: compute logits for the last position only."""
         idx = np.asarray(idx.data if isinstance(idx, tensor.Tensor) else idx)
         if idx.ndim == 1:
@@ -240,6 +286,7 @@ class GPT(nn.Module):
         if ids.size and not np.issubdtype(ids.dtype, np.integer):
             raise ValueError(f"GPT.generate: idx must hold integer token ids, got {ids.dtype}")
         rows = ids[None, :] if ids.ndim == 1 else ids               # (B, T)
+        from .generate import generate as generate_ids     # one row's new ids, streamed
         rng = np.random.default_rng(seed)                           # one stream for every row
         new = [list(generate_ids(self, row, max_new_tokens, temperature, top_k, top_p, seed=rng,
                                  stop_token=stop_token)) for row in rows]

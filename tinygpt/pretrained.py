@@ -29,12 +29,10 @@ import json
 import math
 import os
 import re
-import time
 from pathlib import Path
 
 import numpy as np
 
-import tensor
 from tensor.io import SafetensorsError, load_safetensors, open_safetensors
 
 from .model import GPT, GPTConfig
@@ -435,61 +433,3 @@ def _bundled_gpt2():
     """Read once per process (0.3 s); a tokenizer never changes after it is built."""
     from .bpe import GPT2Tokenizer
     return GPT2Tokenizer.from_tiktoken()
-
-
-# ----------------------------------------------------------------------------------------------
-# Perplexity over strided windows
-# ----------------------------------------------------------------------------------------------
-
-def strided_perplexity(model: GPT, ids, stride: int | None = None, progress=None):
-    """Perplexity exp(mean NLL per token) of ids, over windows of the model's context.
-
-    The strided evaluation of Hugging Face's perplexity guide, so the numbers compare: windows
-    of T = block_size tokens start `stride` tokens apart; each window scores only the tokens
-    that no earlier window scored, so each of those sees at least T - stride tokens of context:
-
-        ids    : 0 1 2 3 4 5 6 7 8 9            T = 4, stride = 2
-        window : [0 1 2 3]                      scores 1 2 3     (token 0 has no context)
-                     [2 3 4 5]                  scores 4 5       (3 was scored already)
-                         [4 5 6 7] ...
-
-    A smaller stride gives more context per token and costs T / stride forward passes per T
-    tokens. With stride = T the windows are disjoint and the first token of each has no context,
-    so it is not scored (as in the guide). Default stride: T / 2.
-    progress(scored, total) is called before the first window and after each. Returns
-    (perplexity, n_scored, seconds).
-    """
-    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-    T = model.config.block_size
-    if stride is None:
-        stride = max(1, T // 2)
-    if not 1 <= stride <= T:
-        raise ValueError(f"stride must be between 1 and the block size {T}, got {stride}")
-    n = len(ids)
-    if n < 2:
-        raise ValueError(f"perplexity needs at least 2 tokens, got {n}")
-    total = n - 1 - ((n - 1) // T if stride == T else 0)     # the tokens that will be scored
-    total_nll, scored, prev_end, t0 = 0.0, 0, 0, time.perf_counter()
-    was_training = model.training
-    model.eval()
-    if progress is not None:
-        progress(0, total)
-    try:
-        with tensor.no_grad():
-            for begin in range(0, n - 1, stride):
-                end = min(begin + T, n)                 # the window is ids[begin:end]
-                x = ids[begin:end - 1]                  # (t,) inputs
-                y = ids[begin + 1:end].copy()           # (t,) targets: token j is y[j - begin - 1]
-                y[:max(0, prev_end - begin - 1)] = -1   # tokens before prev_end: scored already
-                kept = int((y >= 0).sum())
-                _, loss = model(x[None, :], y[None, :])            # mean NLL of the kept targets
-                total_nll += float(loss.item()) * kept
-                scored += kept
-                prev_end = end
-                if progress is not None:
-                    progress(scored, total)
-                if end == n:
-                    break
-    finally:
-        model.train(was_training)
-    return math.exp(total_nll / scored), scored, time.perf_counter() - t0

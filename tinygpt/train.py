@@ -28,6 +28,7 @@ from tensor import optim
 
 from . import checkpoint as ckpt
 from .dataset import Dataset, open_prepared, read_text
+from .evaluate import estimate_loss
 from . import distributed as dist
 from .distributed import micro_batches
 from .model import GPT, GPTConfig, PRESETS
@@ -408,27 +409,6 @@ def resume_options(saved: dict, opts: TrainOptions, given: set) -> tuple[TrainOp
 # ----------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------
-def estimate_loss(model, data: Dataset, opts: TrainOptions, block_size: int, it: int,
-                  world: "dist.World | None" = None) -> dict:
-    """Mean loss over eval_iters batches of each split, in eval mode, without a graph.
-    Over MPI, rank r evaluates batches r, r + N, ... of the same list and the sums are added:
-    the same estimate as one process, N times sooner."""
-    world = world or dist.World()
-    model.eval()
-    losses = {}
-    with tensor.no_grad():
-        for split in ("train", "val"):
-            rng = np.random.default_rng([opts.seed, it, split == "val"])   # same batches on resume
-            total = 0.0
-            for j in range(opts.eval_iters):
-                x, y = data.batch(split, opts.batch_size, block_size, rng)
-                if j % world.size == world.rank:
-                    total += model(x, y)[1].item()
-            losses[split] = dist.allreduce_mean(total, world) * world.size / opts.eval_iters
-    model.train()
-    return losses
-
-
 def train(opts: TrainOptions, resume: bool = False, log=print, progress: bool = True,
           stop: "_Stop | None" = None, on_iter=None, overwrite: bool = False,
           given: set | None = None) -> TrainResult:
@@ -661,7 +641,8 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
             lr = lr_at(it)
             fresh = not (resume and it == start_iter)      # that eval is already in metrics.csv
             if fresh and (it % opts.eval_interval == 0 or it == opts.max_iters):
-                losses = estimate_loss(model, data, opts, T, it, world)
+                losses = estimate_loss(model, data, opts.batch_size, T, opts.eval_iters,
+                                       [opts.seed, it], world)
                 dist.check_same(params, world, f"at iteration {it}")
                 tps = train_tokens / train_time if train_time else 0.0
                 row = {"iter": it, "train_loss": losses["train"], "val_loss": losses["val"],

@@ -6,17 +6,17 @@ import sys
 import click
 from click.core import ParameterSource
 
-from .cli_common import Number, POSITIVE, SEED, threads_option
-from .model import PRESETS
+from ..model import PRESETS
+from .options import Number, POSITIVE, SEED, threads_option
 
 
 def _presets_epilog() -> str:
-    from .train import describe_presets
+    from ..train import describe_presets
     return "\b\nPresets (each sets the model and its training recipe; options override):\n" + \
         describe_presets()
 
 
-@click.command(epilog=_presets_epilog())
+@click.command("train", epilog=_presets_epilog())
 @click.option("--preset", type=click.Choice(list(PRESETS)), default="baby", show_default=True,
               help="Model and training recipe to start from (listed below); the options "
                    "override its values.")
@@ -84,8 +84,8 @@ def train_cmd(ctx, resume, overwrite, quiet, **kwargs):
     (lowest val loss, what `sample` and `export` use). Ctrl-C saves and stops; the printed
     command continues the same run. A fresh run never writes into a non-empty --out.
     """
-    from .train import TrainOptions, train as run, NonFiniteLoss
-    from .checkpoint import CheckpointError
+    from ..train import TrainOptions, train as run, NonFiniteLoss
+    from ..checkpoint import CheckpointError
     given = {name for name in kwargs
              if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)}
     opts = TrainOptions(**kwargs)

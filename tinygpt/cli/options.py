@@ -1,9 +1,9 @@
-"""Option types shared by every `tinygpt` command, so a bad value gets the same clear message
-everywhere: click names the option and the value, and the command never starts."""
+"""The options every `tinygpt` command shares, stated once: their types (a bad value gets the
+same clear message everywhere: click names the option and the value, and the command never
+starts), how a command names and loads a model, and the sampling options of sample/generate."""
 from __future__ import annotations
 
 import math
-import time
 
 import click
 
@@ -55,31 +55,28 @@ def checkpoint_option(f):
 
 
 def run_option(default: str = "out", help: str = "A `tinygpt train` run directory."):
-    """`--model DIR` naming a training run, with `--out` kept as a hidden alias: the run
-    directory has one name on every command (`train --out` writes it, the others read it)."""
-    def decorate(f):
-        f = click.option("--out", "out_alias", type=click.Path(file_okay=False), hidden=True,
-                         help="Old name of --model.")(f)
-        return click.option("--model", "model_name", type=click.Path(file_okay=False),
-                            default=default, show_default=True, help=help)(f)
-    return decorate
+    """`--model DIR` naming a training run: the run directory has one name on every command
+    (`train --out` writes it, the others read it with --model)."""
+    return click.option("--model", "model_name", type=click.Path(file_okay=False),
+                        default=default, show_default=True, help=help)
 
 
-def pick_alias(ctx: click.Context, model_name, out_alias):
-    """--model, or the hidden --out alias when only that one was given."""
-    if out_alias is None:
-        return model_name
-    source = ctx.get_parameter_source("model_name")
-    if source == click.core.ParameterSource.COMMANDLINE and model_name != out_alias:
-        raise click.UsageError(f"--model {model_name} and --out {out_alias} name two different "
-                               f"runs; give one (--out is the old name of --model)", ctx)
-    return out_alias
+DTYPE_HELP = ("Weights for this run: float32 (as stored), bfloat16 (half the bytes) or int8 "
+              "(a quarter, one scale per output). Activations stay float32; generation is "
+              "bound by reading the weights, so fewer bytes are faster.")
+
+
+def dtype_option(f):
+    """`--dtype float32|bfloat16|int8`, the same on generate, sample and perplexity."""
+    return click.option("--dtype", type=click.Choice(["float32", "bfloat16", "int8"]),
+                        default="float32", show_default=True, help=DTYPE_HELP)(f)
 
 
 def load_for_command(model_name, which: str = "best", weight_dtype: str = "float32"):
-    """(model, tokenizer) from the one loader, saying on stderr what was loaded; a model that
-    cannot be loaded is a one-line error (exit 1)."""
-    from .loading import LoadError, load_model
+    """(model, tokenizer) from the one loader, saying on stderr what was loaded (and, for
+    --dtype bfloat16 or int8, how many bytes the weights take); a model that cannot be loaded
+    is a one-line error (exit 1)."""
+    from ..loading import LoadError, load_model
     click.echo(f"loading {model_name} ...", err=True)
     try:
         model, tok, description = load_model(model_name, which=which, weight_dtype=weight_dtype,
@@ -87,6 +84,9 @@ def load_for_command(model_name, which: str = "best", weight_dtype: str = "float
     except LoadError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"loaded {description}", err=True)
+    if weight_dtype != "float32":
+        from ..quantize import weight_nbytes
+        click.echo(f"weights in {weight_dtype}: {weight_nbytes(model) / 1e6:,.0f} MB", err=True)
     return model, tok
 
 
@@ -132,44 +132,12 @@ def pick_prompt(prompt_arg, prompt_opt) -> str:
 
 def prompt_ids(tok, prompt: str) -> tuple[str, list[int]]:
     """(the prompt as it will be shown, its token ids), or a one-line error."""
-    from . import generate as gen
+    from .. import generate as gen
     try:
         text = gen.prompt_text(tok, prompt)
         return text, gen.encode_prompt(tok, text)
     except (ValueError, KeyError) as e:   # an empty prompt, a character the vocabulary lacks
         raise click.ClickException(f"cannot use the prompt: {e}") from None
-
-
-def stream_samples(model, tok, prompt: str, num_samples: int, max_new_tokens: int,
-                   temperature: float, top_k: int, top_p, seed, stop_at_eot: bool) -> None:
-    """Print num_samples continuations of prompt, token by token, whole characters only
-    (TextStream), samples separated by a line of dashes; the speed goes to stderr. Ctrl-C
-    stops, keeping what was printed."""
-    from . import generate as gen                # looked up at call time (tests replace it)
-    text, ids = prompt_ids(tok, prompt)
-    stop = getattr(tok, "eot_token", None) if stop_at_eot else None
-    for n in range(num_samples):
-        if n:
-            click.echo("-" * 40)
-        stream = gen.TextStream(tok)
-        click.echo(text, nl=False)
-        t0, count, interrupted = time.perf_counter(), 0, False
-        try:
-            for token in gen.generate(model, ids, max_new_tokens, temperature, top_k or None,
-                                      top_p, seed=None if seed is None else seed + n,
-                                      stop_token=stop, vocab_size=tok.vocab_size):
-                count += 1
-                if token == stop:
-                    break
-                click.echo(stream.feed(token), nl=False)    # click.echo flushes: text streams
-        except KeyboardInterrupt:
-            interrupted = True
-        click.echo(stream.flush())
-        seconds = time.perf_counter() - t0
-        click.echo(f"[{count} tokens in {seconds:.1f} s, {count / max(seconds, 1e-9):.1f} "
-                   f"tokens/s]", err=True)
-        if interrupted:
-            return
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,7 +147,7 @@ def stream_samples(model, tok, prompt: str, num_samples: int, max_new_tokens: in
 def check_image_path(ctx, param, value):
     """A click callback: --png must end in an extension matplotlib can write, in a directory
     that exists. Without matplotlib this is left to the command (it says how to install it)."""
-    from .inspect import PlotUnavailable, figure_path_problem
+    from ..inspect import PlotUnavailable, figure_path_problem
     if value is None:
         return value
     try:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import click
 
-from .cli_common import POSITIVE, Number
+from .options import POSITIVE, Number
 
 
-@click.command()
+@click.command("prepare")
 @click.argument("source", type=click.Path(exists=True), metavar="TEXT_FILE_OR_DIR")
 @click.option("--tokenizer", type=click.Choice(["char", "gpt2"]), default="char", show_default=True,
               help="Characters (the vocabulary is the corpus's own characters), or GPT-2's "
@@ -43,7 +43,7 @@ def prepare_cmd(source, tokenizer, out, val_fraction, workers, quiet):
       tinygpt train --data data/corpus
     """
     import time
-    from .dataset import prepare
+    from ..dataset import prepare
     start = time.perf_counter()
     try:
         meta = prepare(source, out, tokenizer=tokenizer, val_fraction=val_fraction,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import click
 
-from .cli_common import (MODEL_HELP, check_image_path, checkpoint_option, load_for_command,
-                         pick_alias, run_option, set_threads, threads_option)
+from .options import (MODEL_HELP, check_image_path, checkpoint_option, load_for_command,
+                      run_option, set_threads, threads_option)
 
 _PNG_HELP = ("Also save every head of --layer as heat maps in this image (.png; any format "
              "matplotlib writes, such as .svg or .pdf; needs matplotlib: "
@@ -25,7 +25,7 @@ _PNG_HELP = ("Also save every head of --layer as heat maps in this image (.png; 
 # ----------------------------------------------------------------------------------------------
 # inspect
 # ----------------------------------------------------------------------------------------------
-@click.command()
+@click.command("inspect")
 @click.argument("prompt")
 @click.option("--model", "model_name", default="gpt2", show_default=True, help=MODEL_HELP)
 @click.option("--layer", type=int, default=0, show_default=True,
@@ -45,7 +45,7 @@ def inspect_cmd(prompt, model_name, layer, head, top_k, png, which, threads):
       tinygpt inspect --model gpt2 "The cat sat on the"
       tinygpt inspect --model out --layer -1 --head 2 "ROMEO:"
     """
-    from .inspect import (PlotUnavailable, check_layer_head, encode, report, require_matplotlib,
+    from ..inspect import (PlotUnavailable, check_layer_head, encode, report, require_matplotlib,
                           save_attention_png, token_labels, trace)
     if png:                                   # fail before the (slow) model load, not after
         try:
@@ -106,21 +106,18 @@ def read_metrics(path: Path) -> dict:
             from None
 
 
-@click.command()
+@click.command("plot")
 @run_option(help="The run directory `tinygpt train --out` wrote (it holds metrics.csv).")
 @click.option("--png", type=click.Path(dir_okay=False), callback=check_image_path,
               help="Where to save the plot (default: RUN/loss.png); .png, or any format "
                    "matplotlib writes, such as .svg or .pdf.")
-@threads_option
-@click.pass_context
-def plot_cmd(ctx, model_name, out_alias, png, threads):
+def plot_cmd(model_name, png):
     """Plot the train and val loss curves of a training run (RUN/metrics.csv) to a PNG.
 
     Needs matplotlib: pip install "tinygpt[plot]".
     """
-    out = pick_alias(ctx, model_name, out_alias)
-    set_threads(threads)
-    from .inspect import PlotUnavailable, require_matplotlib
+    out = model_name
+    from ..inspect import PlotUnavailable, require_matplotlib
     path = Path(out) / "metrics.csv"
     m = read_metrics(path)
     best = min(range(len(m["iter"])), key=lambda i: m["val_loss"][i])
