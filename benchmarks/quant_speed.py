@@ -29,7 +29,7 @@ printed, for every dtype:
   tinygpt generate    the command as a user types it: `tinygpt generate --model DIR --dtype D
                       --max-new-tokens 8 --temperature 0 PROMPT`
   load_model + 8      tinygpt.loading.load_model(DIR, weight_dtype=D), which quantizes tensor by
-                      tensor as it reads (tinygpt/quantize.py: load_quantized), then 8 greedy
+                      tensor as it reads (tinygpt/quantize.py: load_weights), then 8 greedy
                       tokens: what the command does once it hands --dtype to the loader.
     python benchmarks/quant_speed.py --no-memory --memory gpt2 [--memory gpt2-xl] [--tmp DIR]
         [--stored BF16]       (the weights stored in bfloat16, as some Hub checkpoints are)

@@ -44,10 +44,21 @@ class QuantMatrix:
     @classmethod
     def from_bfloat16_bits(cls, bits: np.ndarray) -> "QuantMatrix":
         """A matrix already in bfloat16 (e.g. a checkpoint stored so): kept as it is."""
-        m = cls.__new__(cls)
-        m.dtype, m.scale = "bfloat16", None
-        m.data = np.ascontiguousarray(bits, dtype=np.uint16)
-        m.shape = m.data.shape
+        return cls._holding("bfloat16", np.ascontiguousarray(bits, dtype=np.uint16), None)
+
+    @classmethod
+    def from_int8(cls, q: np.ndarray, scale: np.ndarray) -> "QuantMatrix":
+        """A matrix quantized already (say, block by block): q (N, K) int8, scale (N,) float32,
+        as QuantMatrix(w, "int8") would hold them."""
+        if q.dtype != np.int8 or q.ndim != 2 or scale.shape != q.shape[:1]:
+            raise ValueError(f"QuantMatrix.from_int8: want q (N, K) int8 and scale (N,), got q "
+                             f"{q.shape} {q.dtype} and scale {scale.shape}")
+        return cls._holding("int8", q, scale)
+
+    @classmethod
+    def _holding(cls, dtype: str, data: np.ndarray, scale) -> "QuantMatrix":
+        m = cls.__new__(cls)                       # the data is compact already: no quantizing
+        m.dtype, m.data, m.scale, m.shape = dtype, data, scale, data.shape
         return m
 
     @property
@@ -93,9 +104,20 @@ class QuantLinear(nn.Module):
 
     def __init__(self, linear: nn.Linear, dtype: str):
         super().__init__()
-        self.in_features, self.out_features = linear.weight.shape      # nn.Linear: [in, out]
-        self.weight = QuantMatrix(linear.weight.data.T, dtype)         # (out, in)
-        self.bias = linear.bias            # float32, a Parameter (still read by state_dict)
+        self._hold(QuantMatrix(linear.weight.data.T, dtype), linear.bias)   # [in, out] -> (out, in)
+
+    @classmethod
+    def from_matrix(cls, matrix: QuantMatrix, bias=None) -> "QuantLinear":
+        """A layer around a matrix quantized already, (out, in); bias: a float Parameter."""
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        layer._hold(matrix, bias)
+        return layer
+
+    def _hold(self, matrix: QuantMatrix, bias) -> None:
+        self.out_features, self.in_features = matrix.shape
+        self.weight = matrix                                            # (out, in)
+        self.bias = bias                   # float32, a Parameter (still read by state_dict)
 
     def forward(self, x):
         xd = x.data if isinstance(x, Tensor) else np.asarray(x)
@@ -159,6 +181,14 @@ class QuantEmbedding(nn.Module):
     def __init__(self, embedding: nn.Embedding, dtype: str):
         super().__init__()
         self.weight = QuantWeight(QuantMatrix(embedding.weight.data, dtype))   # (num, dim)
+
+    @classmethod
+    def from_matrix(cls, matrix: QuantMatrix) -> "QuantEmbedding":
+        """A table around a matrix quantized already, (num, dim)."""
+        table = cls.__new__(cls)
+        nn.Module.__init__(table)
+        table.weight = QuantWeight(matrix)
+        return table
 
     def forward(self, idx):
         idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)

@@ -11,9 +11,9 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from tinygpt import checkpoint
 from tinygpt.bpe import GPT2Tokenizer
 from tinygpt.cli import main
+from run_helpers import load_run
 
 from test_loading import edit_configs, train_run
 
@@ -154,7 +154,7 @@ def test_sample_streams_whole_characters_from_a_bpe_run(hf_dir, monkeypatch):
 
 @pytest.mark.parametrize("which", ["best", "latest"])
 def test_sample_says_which_checkpoint_it_took(run, which):
-    want = checkpoint.load_model(run, which=which)[2]["source"]
+    want = load_run(run, which=which)[2]["source"]
     args = ["--checkpoint", which] if which != "best" else []
     result = invoke("sample", "--model", run, "--max-new-tokens", "2", *args)
     assert result.exit_code == 0, result.output
@@ -162,7 +162,7 @@ def test_sample_says_which_checkpoint_it_took(run, which):
 
 
 def test_export_says_which_checkpoint_it_took(run, tmp_path):
-    want = checkpoint.load_model(run, which="best")[2]["source"]
+    want = load_run(run, which="best")[2]["source"]
     result = invoke("export", "--model", run, "--to", tmp_path / "hf")
     assert result.exit_code == 0, result.output
     assert want in result.stderr

@@ -149,11 +149,11 @@ def test_prompt_longer_than_the_context_is_refused(model):
 def test_agrees_with_transformers_output_attentions(hf_dir, ids):
     torch = pytest.importorskip("torch", reason="needs the `parity` extra")
     transformers = pytest.importorskip("transformers", reason="needs the `parity` extra")
-    from tinygpt.pretrained import load_pretrained
     hf = transformers.GPT2LMHeadModel.from_pretrained(hf_dir, attn_implementation="eager").eval()
     with torch.no_grad():
         out = hf(torch.tensor([ids]), output_attentions=True)
-    model, _ = load_pretrained(hf_dir)
+    from tinygpt.loading import load_model
+    model, _ = load_model(hf_dir)[:2]
     for ours, theirs in zip(attention_maps(model, ids), out.attentions):
         np.testing.assert_allclose(ours, theirs[0].numpy(), rtol=0, atol=2e-5)
     logits = out.logits[0, -1].double().numpy()

@@ -2,8 +2,9 @@
 run, with one rule (tinygpt.checkpoint.is_checkpoint) to tell them apart; and the library
 helpers every command shares (TextStream, encode_prompt) living outside the CLI modules.
 
-Oracles: tinygpt.checkpoint.load_model and tinygpt.pretrained.load_pretrained themselves (the
-loader must give the very same weights), and the tokenizers' own encode/decode."""
+Oracles: the weights files read directly with tensor.io (a run's chosen checkpoint, a Hugging
+Face directory's model.safetensors) into a model of the saved config (the loader must give the
+very same weights and logits), and the tokenizers' own encode/decode."""
 import ast
 import json
 import shutil
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tensor.io import save_safetensors
+from tensor.io import load_safetensors, save_safetensors
 from tinygpt import checkpoint
 from tinygpt.bpe import GPT2Tokenizer
 from tinygpt.export import hf_config, hf_tensors
@@ -54,33 +55,52 @@ def logits(model, ids):
     return out.data[0]
 
 
-def test_a_training_run_loads_as_the_checkpoint_module_loads_it(run_dir):
+def read_directly(ckpt_dir, dtype=np.float32):
+    """The oracle: a checkpoint's config.json and model.safetensors read with tensor.io alone."""
+    config = json.loads((Path(ckpt_dir) / "config.json").read_text())
+    model = GPT(GPTConfig.from_dict(config["model"]), dtype=dtype, init=False)
+    model.load_state_dict(load_safetensors(Path(ckpt_dir) / "model.safetensors"))
+    return model.eval(), CharTokenizer.from_dict(config["tokenizer"]), config
+
+
+def test_a_training_run_loads_its_best_checkpoint_as_written(run_dir):
     from tinygpt.loading import load_model
     model, tok, description = load_model(run_dir)
-    want, want_tok, config = checkpoint.load_model(run_dir, which="best")
+    best, config = checkpoint.find_checkpoint(run_dir, "best")
+    want, want_tok, saved = read_directly(best.path)
+    assert saved["val_loss"] == min(c.val_loss for c in checkpoint.list_checkpoints(run_dir))
     assert not model.training
-    assert description == config["source"]
+    assert description == f"{best.describe()}, the best checkpoint"
     assert tok.to_dict() == want_tok.to_dict()
+    for name, x in want.state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[name], x, err_msg=name)
     ids = tok.encode("ROMEO:")
-    np.testing.assert_array_equal(logits(model, ids), logits(want.eval(), ids))
+    np.testing.assert_array_equal(logits(model, ids), logits(want, ids))
 
 
 def test_which_is_passed_on_and_checked(run_dir):
     from tinygpt.loading import load_model
-    _, _, description = load_model(run_dir, which="latest")
-    assert description == checkpoint.load_model(run_dir, which="latest")[2]["source"]
+    model, _, description = load_model(run_dir, which="latest")
+    latest = checkpoint.list_checkpoints(run_dir)[-1]
+    assert description == f"{latest.describe()}, the latest checkpoint"
+    want, _, _ = read_directly(latest.path)
+    for name, x in want.state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[name], x, err_msg=name)
     with pytest.raises(ValueError, match="which"):
         load_model(run_dir, which="newest")
 
 
-def test_a_hugging_face_directory_loads_as_load_pretrained_loads_it(hf_dir):
+def test_a_hugging_face_directory_loads_as_written(hf_dir):
     from tinygpt.loading import load_model
-    from tinygpt.pretrained import load_pretrained
     model, tok, description = load_model(hf_dir)
-    want, _ = load_pretrained(hf_dir)
+    hf = json.loads((hf_dir / "config.json").read_text())
+    want = GPT(GPTConfig(vocab_size=hf["vocab_size"], block_size=hf["n_positions"],
+                         n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"]),
+               init=False)
+    want.load_state_dict(load_safetensors(hf_dir / "model.safetensors"))
     assert not model.training and str(hf_dir) in description
     ids = tok.encode("Hello there")
-    np.testing.assert_array_equal(logits(model, ids), logits(want, ids))
+    np.testing.assert_array_equal(logits(model, ids), logits(want.eval(), ids))
 
 
 def test_one_rule_decides_what_a_directory_is(run_dir, monkeypatch):

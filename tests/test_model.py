@@ -13,7 +13,10 @@ from tensor import functional as F
 from tensor import nn
 import tinygpt
 from tinygpt.model import GPT, GPTConfig, PRESETS
+from tensor.io import load_safetensors
 from tinygpt import checkpoint as ckpt
+from tinygpt.tokenizer import CharTokenizer
+from run_helpers import load_run
 
 
 def tiny(dtype=np.float32, **kw):
@@ -230,8 +233,11 @@ def test_tinygpt_load_reads_a_training_run(tmp_path):
     idx = np.array([[1, 2, 3, 4]])
     for which in ("best", "latest"):
         model, tok, description = tinygpt.load(out, which=which)
-        want, want_tok, config = ckpt.load_model(out, which=which)   # the checkpoint module
-        assert not model.training and description == config["source"]
+        chosen, config = ckpt.find_checkpoint(out, which)     # read directly: the oracle
+        want = GPT(GPTConfig.from_dict(config["model"]), init=False).eval()
+        want.load_state_dict(load_safetensors(chosen.path / "model.safetensors"))
+        want_tok = CharTokenizer.from_dict(config["tokenizer"])
+        assert not model.training and description == f"{chosen.describe()}, the {which} checkpoint"
         for name, x in want.state_dict().items():
             np.testing.assert_array_equal(model.state_dict()[name], x, err_msg=name)
         with tensor.no_grad():
@@ -296,7 +302,7 @@ def test_checkpoint_round_trip(tmp_path):
     tok = CharTokenizer.from_text("abcdefghijk")
     config = {"model": model.config.to_dict(), "tokenizer": tok.to_dict(), "iteration": 7}
     ckpt.save_checkpoint(tmp_path, model, config)
-    loaded, tok2, cfg = ckpt.load_model(tmp_path)
+    loaded, tok2, cfg = load_run(tmp_path)
     idx = np.array([[1, 2, 3]])
     np.testing.assert_array_equal(loaded(idx)[0].data, model(idx)[0].data)
     assert tok2.decode(tok2.encode("abc")) == "abc" and cfg["iteration"] == 7
@@ -319,7 +325,7 @@ def _without_manifest(d):
 
 def test_missing_checkpoint_names_the_directory(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="nothing"):
-        ckpt.load_model(tmp_path / "nothing")
+        load_run(tmp_path / "nothing")
 
 
 @pytest.mark.parametrize("manifest", [True, False])
@@ -328,7 +334,7 @@ def test_truncated_weights_name_the_file(tmp_path, manifest):
     f = d / "model.safetensors"
     f.write_bytes(f.read_bytes()[:-100])
     with pytest.raises(ckpt.CheckpointError, match="model.safetensors"):
-        ckpt.load_model(d)
+        load_run(d)
 
 
 @pytest.mark.parametrize("manifest", [True, False])
@@ -336,7 +342,7 @@ def test_corrupt_config_names_the_file(tmp_path, manifest):
     d = _saved(tmp_path) if manifest else _without_manifest(_saved(tmp_path))
     (d / "config.json").write_text("{not json")
     with pytest.raises(ckpt.CheckpointError, match="config.json"):
-        ckpt.load_model(d)
+        load_run(d)
 
 
 def test_wrong_shapes_in_checkpoint_are_named(tmp_path):
@@ -345,7 +351,7 @@ def test_wrong_shapes_in_checkpoint_are_named(tmp_path):
     cfg["model"]["n_embd"] = 12
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ckpt.CheckpointError, match="wte.weight"):
-        ckpt.load_model(d)
+        load_run(d)
 
 
 def test_mixed_iterations_are_detected(tmp_path):
@@ -354,4 +360,4 @@ def test_mixed_iterations_are_detected(tmp_path):
     cfg["iteration"] = 99          # as if a crash left config.json from a later save
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ckpt.CheckpointError, match="different saves"):
-        ckpt.load_model(d)
+        load_run(d)

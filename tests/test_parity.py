@@ -23,7 +23,7 @@ from tinygpt.cli import main  # noqa: E402
 from tinygpt.generate import generate  # noqa: E402
 from tinygpt.model import GPT, GPTConfig  # noqa: E402
 from tinygpt.evaluate import strided_perplexity  # noqa: E402
-from tinygpt.pretrained import load_pretrained  # noqa: E402
+from tinygpt.loading import load_model  # noqa: E402
 
 CONFIG = dict(n_layer=2, n_head=4, n_embd=64, vocab_size=50257, n_positions=128)
 ATOL = 1e-4
@@ -69,7 +69,7 @@ def ids():
 
 def test_save_pretrained_loads_with_equal_logits(reference, ids):
     hf, directory = reference
-    model, tok = load_pretrained(directory)
+    model, tok = load_model(directory)[:2]
     assert model.config == GPTConfig(vocab_size=50257, block_size=128, n_layer=2, n_head=4,
                                      n_embd=64, dropout=0.0)
     np.testing.assert_allclose(tinygpt_logits(model, ids), torch_logits(hf, ids), rtol=0, atol=ATOL)
@@ -77,7 +77,7 @@ def test_save_pretrained_loads_with_equal_logits(reference, ids):
 
 def test_greedy_generation_matches_transformers(reference):
     hf, directory = reference
-    model, tok = load_pretrained(directory)
+    model, tok = load_model(directory)[:2]
     prompt = np.random.default_rng(1).integers(0, CONFIG["vocab_size"], 10)
     with torch.no_grad():
         out = hf.generate(torch.tensor(prompt[None]), attention_mask=torch.ones(1, 10, dtype=torch.long),
@@ -90,7 +90,7 @@ def test_greedy_generation_matches_transformers(reference):
 def test_strided_perplexity_matches_torch(reference):
     """The strided evaluation of Hugging Face's perplexity guide, computed with torch."""
     hf, directory = reference
-    model, _ = load_pretrained(directory)
+    model, _ = load_model(directory)[:2]
     ids = np.random.default_rng(2).integers(0, CONFIG["vocab_size"], 300)
     T, stride = CONFIG["n_positions"], 48
     nll_sum, n_scored, prev_end = 0.0, 0, 0

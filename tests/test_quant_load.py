@@ -1,4 +1,4 @@
-"""Loading with --dtype int8 / bfloat16 tensor by tensor (tinygpt/quantize.py: load_quantized),
+"""Loading with --dtype int8 / bfloat16 tensor by tensor (tinygpt/quantize.py: load_weights),
 and bfloat16 files kept compact (tensor/io.py: raw=True).
 
 Oracles: the whole-model path (load in float32, then quantize_gpt, which the tests of
@@ -21,7 +21,7 @@ from tensor.quant import QuantEmbedding, QuantLinear, QuantMatrix, QuantWeight
 from tinygpt.export import hf_config, hf_tensors
 from tinygpt.loading import LoadError, load_model
 from tinygpt.model import GPT, GPTConfig
-from tinygpt.quantize import _int8_matrix, _quant_embedding_from, _quant_linear_from, quantize_gpt
+from tinygpt.quantize import quantize_gpt
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(vocab_size=50257, block_size=16, n_layer=2, n_head=2, n_embd=24)
@@ -311,15 +311,15 @@ def test_training_run_with_a_wrong_shape(tmp_path, run_dir):
             load_model(run, which="latest", weight_dtype=dtype)
 
 
-# ----- the helpers that build quantized layers around bfloat16 bits ----------------------------
+# ----- the constructors that build quantized layers around compact data -----------------------
 
-def test_helpers_build_the_layers_quant_py_builds():
-    """_quant_linear_from / _quant_embedding_from set exactly what QuantLinear / QuantEmbedding's
-    constructors set (so a new attribute there shows up here as a failure)."""
+def test_from_matrix_builds_the_layers_quantizing_builds():
+    """QuantLinear.from_matrix / QuantEmbedding.from_matrix / QuantMatrix.from_int8 set exactly
+    what quantizing a float layer sets (so a new attribute there shows up here as a failure)."""
     rng = np.random.default_rng(0)
     linear = nn.Linear(6, 5)
     want = QuantLinear(linear, "bfloat16")
-    got = _quant_linear_from(QuantMatrix.from_bfloat16_bits(want.weight.data), linear.bias)
+    got = QuantLinear.from_matrix(QuantMatrix.from_bfloat16_bits(want.weight.data), linear.bias)
     assert set(vars(got)) == set(vars(want))
     assert (got.in_features, got.out_features) == (want.in_features, want.out_features)
     assert list(got._parameters) == list(want._parameters) and got.bias is linear.bias
@@ -327,14 +327,16 @@ def test_helpers_build_the_layers_quant_py_builds():
     np.testing.assert_array_equal(got(x).data, want(x).data)
     w = rng.standard_normal((5, 6)).astype(np.float32)
     want_m = QuantMatrix(w, "int8")
-    got_m = _int8_matrix(want_m.data, want_m.scale)
+    got_m = QuantMatrix.from_int8(want_m.data, want_m.scale)
     assert vars(got_m).keys() == vars(want_m).keys() and got_m.shape == want_m.shape
     np.testing.assert_array_equal(got_m.matmul_t(x), want_m.matmul_t(x))
     table = nn.Embedding(7, 4)
     want_t = QuantEmbedding(table, "bfloat16")
-    got_t = _quant_embedding_from(QuantMatrix.from_bfloat16_bits(want_t.weight.matrix.data))
+    got_t = QuantEmbedding.from_matrix(QuantMatrix.from_bfloat16_bits(want_t.weight.matrix.data))
     assert set(vars(got_t)) == set(vars(want_t))
     np.testing.assert_array_equal(got_t(np.array([1, 6])).data, want_t(np.array([1, 6])).data)
+    with pytest.raises(ValueError, match="from_int8"):
+        QuantMatrix.from_int8(want_m.data.astype(np.int16), want_m.scale)
 
 
 def test_open_safetensors_reads_rows_and_refuses_raw_with_to_float32(tmp_path):

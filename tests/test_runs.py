@@ -24,6 +24,7 @@ from tinygpt import checkpoint as ckpt
 from tinygpt.cli.train import train_cmd
 from tinygpt.progress import Progress
 from tinygpt.train import TrainOptions, resume_options, train
+from run_helpers import load_run
 
 TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, max_iters=12,
             eval_interval=4, eval_iters=2, warmup_iters=2, dropout=0.1)
@@ -87,7 +88,7 @@ def test_kill_anywhere_loses_nothing(tmp_path, reference, kill_at):
     spawn_killed(out, kill_at)
     # what sample and generate load: the best and the latest complete checkpoint
     for which in ("best", "latest"):
-        model, tok, config = ckpt.load_model(out, which=which)
+        model, tok, config = load_run(out, which=which)
         logits, _ = model(np.array([tok.encode("ab")]))
         assert np.isfinite(logits.data).all()
     # resume from it: the debris of the killed save is cleaned, the run ends as if never killed
@@ -146,7 +147,7 @@ def test_a_flipped_byte_anywhere_is_detected_and_named(tmp_path, name, where):
     data[i] ^= 0x20
     f.write_bytes(bytes(data))
     with pytest.raises(ckpt.CheckpointError, match=name.replace(".", r"\.")):
-        ckpt.load_model(out, which="latest")
+        load_run(out, which="latest")
     with pytest.raises(ckpt.CheckpointError, match=name.replace(".", r"\.")):
         run_tiny(out, resume=True, max_iters=8)
 
@@ -168,7 +169,7 @@ def test_a_changed_checksum_in_the_manifest_blames_the_manifest(tmp_path):
     i = next(i for i, ch in enumerate(entry) if ch in "abcdef")
     manifest.write_text(text.replace(entry, entry[:i] + entry[i].upper() + entry[i + 1:]))
     with pytest.raises(ckpt.CheckpointError, match=r"manifest\.json is damaged"):
-        ckpt.load_model(out, which="latest")
+        load_run(out, which="latest")
 
 
 def test_a_manifest_without_its_own_checksum_still_loads_and_a_renamed_one_does_not(tmp_path):
@@ -176,10 +177,10 @@ def test_a_manifest_without_its_own_checksum_still_loads_and_a_renamed_one_does_
     m = json.loads(manifest.read_text())
     own = m.pop("manifest_sha256")
     manifest.write_text(json.dumps(m))               # as tinygpt wrote it before the field
-    ckpt.load_model(out, which="latest")
+    load_run(out, which="latest")
     manifest.write_text(json.dumps({**m, "manifest_sha256".upper(): own}))
     with pytest.raises(ckpt.CheckpointError, match=r"manifest\.json is damaged"):
-        ckpt.load_model(out, which="latest")
+        load_run(out, which="latest")
 
 
 def test_a_model_file_gone_between_the_check_and_the_open_is_a_checkpoint_error(tmp_path,
@@ -193,7 +194,7 @@ def test_a_model_file_gone_between_the_check_and_the_open_is_a_checkpoint_error(
     monkeypatch.setattr(ckpt, "open_safetensors", gone)
     for weight_dtype in ("float32", "int8"):
         with pytest.raises(ckpt.CheckpointError, match=r"checkpoint file missing: .*model\.safetensors"):
-            ckpt.load_model(out, which="latest", weight_dtype=weight_dtype)
+            load_run(out, which="latest", weight_dtype=weight_dtype)
 
 
 def test_a_damaged_latest_falls_back_to_the_previous_complete_checkpoint(tmp_path):
@@ -211,7 +212,7 @@ def test_a_damaged_latest_falls_back_to_the_previous_complete_checkpoint(tmp_pat
     data[len(data) // 2] ^= 1
     f.write_bytes(bytes(data))
     warnings = []
-    _, _, config = ckpt.load_model(out, which="latest", log=warnings.append)
+    _, _, config = load_run(out, which="latest", log=warnings.append)
     assert str(newest / ckpt.MODEL_FILE) in warnings[0] and "damaged" in warnings[0]
     assert config["checkpoint_dir"] == str(ckpts[-2].path)
     lines = []
@@ -226,8 +227,8 @@ def test_best_and_latest_are_both_kept_and_chosen(tmp_path):
     run_tiny(out, max_iters=12, eval_interval=4)
     rows = [r.split(",") for r in (out / "metrics.csv").read_text().splitlines()[1:]]
     best_iter = min(rows, key=lambda r: float(r[2]))[0]
-    _, _, best = ckpt.load_model(out, which="best")
-    _, _, latest = ckpt.load_model(out, which="latest")
+    _, _, best = load_run(out, which="best")
+    _, _, latest = load_run(out, which="latest")
     assert best["iteration"] == int(best_iter) and latest["iteration"] == 12
     assert "best" in best["source"] and "latest" in latest["source"]
     names = {p.name for p in out.iterdir() if p.name.startswith("ckpt-")}
@@ -241,7 +242,7 @@ def test_a_checkpoint_pruned_while_it_is_read_is_not_an_error(tmp_path, monkeypa
     out = tmp_path / "run"
     run_tiny(out, max_iters=8, eval_interval=4)
     first = ckpt.find_checkpoint(out, "latest")[0]
-    name = {"verify": "verify", "read": "_load_arrays"}[when]
+    name = {"verify": "verify", "read": "_open_checked"}[when]      # the check, the read
     real = getattr(ckpt, name)
     def racing(path, *args):
         monkeypatch.setattr(ckpt, name, real)                      # once
@@ -251,7 +252,7 @@ def test_a_checkpoint_pruned_while_it_is_read_is_not_an_error(tmp_path, monkeypa
         return real(path, *args)
     monkeypatch.setattr(ckpt, name, racing)
     lines = []
-    _, _, config = ckpt.load_model(out, which="latest", log=lines.append)
+    _, _, config = load_run(out, which="latest", log=lines.append)
     assert config["iteration"] == 12 and lines == []
 
 

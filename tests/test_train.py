@@ -8,6 +8,7 @@ import pytest
 from tinygpt import checkpoint as ckpt
 from tinygpt.dataset import Dataset, read_text
 from tinygpt.train import TrainOptions, train, NonFiniteLoss
+from run_helpers import load_run
 
 
 def small(tmp_path, **kw):
@@ -66,7 +67,7 @@ def test_train_writes_metrics_and_checkpoint(tmp_path):
     cfg = config(out)
     assert cfg["iteration"] == 20 and cfg["model"]["n_embd"] == 16
     assert cfg["tokenizer"]["type"] == "char"
-    model, tok, _ = ckpt.load_model(out)
+    model, tok, _ = load_run(out)
     assert model.config.vocab_size == 65
 
 
@@ -116,7 +117,7 @@ def test_custom_data_file(tmp_path):
     f.write_text("abcabcabd" * 200)
     opts = small(tmp_path, data=str(f), max_iters=10)
     train(opts, progress=False, log=lambda *a: None)
-    _, tok, _ = ckpt.load_model(opts.out)
+    _, tok, _ = load_run(opts.out)
     assert tok.vocab_size == 4
 
 

@@ -39,10 +39,10 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from tensor.io import (SafetensorsError, atomic_write_json, open_safetensors, save_safetensors,
                        _fsync_directory)
+
+from .loading import LoadError
 
 MODEL_FILE, OPTIM_FILE, RNG_FILE, CONFIG_FILE = ("model.safetensors", "optimizer.safetensors",
                                                  "rng.json", "config.json")
@@ -52,8 +52,8 @@ FORMAT = "tinygpt-checkpoint"
 _NAME = re.compile(r"ckpt-(\d{7,})(?:\.(\d+))?$")
 
 
-class CheckpointError(RuntimeError):
-    pass
+class CheckpointError(LoadError):
+    """A run directory or checkpoint that cannot be used; the message names the file."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -391,65 +391,42 @@ def _load_arrays(path: Path, iteration: int):
         return {name: f.read(name) for name in f.names()}, dict(f.metadata)
 
 
-def load_model(path, dtype=np.float32, which: str = "best", log=None,
-               weight_dtype: str = "float32"):
-    """The model, its tokenizer and the checkpoint's config.json, from a run directory (its
-    best or latest checkpoint) or one checkpoint directory.
-
-    weight_dtype "bfloat16" or "int8": the weights are quantized as they are read, one tensor at
-    a time (tinygpt/quantize.py's load_quantized), so the float32 model never exists whole.
-    config["source"] says which checkpoint was loaded; log(line) receives warnings (a damaged
-    checkpoint skipped for an older one)."""
-    from .model import GPT, GPTConfig
-    from .quantize import check_weight_dtype
+def open_source(path, which: str = "best", log=None):
+    """The best or latest checkpoint of a run (or one checkpoint directory) as what
+    tinygpt/loading.py loads: found and verified (a damaged one is reported through log() and
+    skipped for the one before), its config.json parsed. Loading it is loading.load_model."""
+    from .loading import Source
+    from .model import GPTConfig
     from .tokenizer import tokenizer_from_dict
-    check_weight_dtype("load_model", weight_dtype, dtype)
     ckpt, config = find_checkpoint(path, which, log)
+    where = ckpt.path / CONFIG_FILE
     try:
         model_cfg = GPTConfig.from_dict(config["model"])
         tokenizer = tokenizer_from_dict(config["tokenizer"])
+        iteration = int(config.get("iteration", 0))
     except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{ckpt.path / CONFIG_FILE} is damaged: {e}") from None
-    if tokenizer.vocab_size > model_cfg.vocab_size:
-        raise CheckpointError(f"{ckpt.path / CONFIG_FILE}: the tokenizer has "
-                              f"{tokenizer.vocab_size} tokens but the model only "
-                              f"{model_cfg.vocab_size}; the file is damaged or edited")
-    model = GPT(model_cfg, dtype=dtype, init=False)     # zeros: no memory until written
-    file, iteration = ckpt.path / MODEL_FILE, int(config.get("iteration", 0))
-    try:
-        if weight_dtype == "float32":
-            arrays, _ = _load_arrays(file, iteration)
-            try:
-                model.load_state_dict(arrays)
-            except KeyError as e:
-                raise CheckpointError(f"{file}: {e.args[0]}") from None
-        else:
-            _load_quantized(model, file, iteration, weight_dtype)
-    except CheckpointError:
-        if _pruned(ckpt, Path(str(path))):   # pruned between the check and the read: look again
-            return load_model(path, dtype, which, log, weight_dtype)
-        raise
-    kind = {"best": "best", "latest": "latest"}[which]
-    config["source"] = f"{ckpt.describe()}, the {kind} checkpoint"
-    config["checkpoint_dir"] = str(ckpt.path)
-    return model, tokenizer, config
+        raise CheckpointError(f"{where} is damaged: {e}") from None
+    file = ckpt.path / MODEL_FILE
 
-
-def _load_quantized(model, file: Path, iteration: int, weight_dtype: str) -> None:
-    """Fill `model` (built with init=False) from model.safetensors one tensor at a time,
-    quantizing each to weight_dtype as it is read; the same checks as _load_arrays and
-    load_state_dict (the save it belongs to, names, shapes), made on the header first."""
-    from .quantize import load_quantized
-    try:
+    @contextlib.contextmanager
+    def weights(model):
         with _open_checked(file, iteration) as f:
             try:
                 model.check_state_shapes({name: f.shape(name) for name in f.names()})
             except KeyError as e:
                 raise CheckpointError(f"{file}: {e.args[0]}") from None
-            load_quantized(model, weight_dtype,
-                           lambda name, rows=None: f.read(name, raw=True, rows=rows))
-    except ValueError as e:                      # a weight that cannot be quantized (nan, inf)
-        raise CheckpointError(f"{file}: {e}") from None
+            try:
+                yield lambda name, rows=None: f.read(name, raw=True, rows=rows)
+            except SafetensorsError:
+                raise                             # _open_checked says the file is damaged
+            except ValueError as e:               # a weight that cannot be quantized (nan, inf)
+                raise CheckpointError(f"{file}: {e}") from None
+
+    return Source(config=model_cfg, tokenizer=tokenizer,
+                  description=f"{ckpt.describe()}, the {which} checkpoint",
+                  vocabulary_file=f"{where}: the tokenizer",
+                  vocabulary_fix="The file is damaged or edited: restore it, or retrain",
+                  weights=weights, error=CheckpointError, vanished=lambda: _pruned(ckpt, Path(str(path))))
 
 
 def load_training_state(ckpt_dir, optimizer, iteration: int) -> dict:

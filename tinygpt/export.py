@@ -11,7 +11,7 @@ writes into my-gpt2/
     vocab.json, merges.txt      a BPE model's tokenizer (GPT2Tokenizer.save_hf)
     tokenizer_config.json       how AutoTokenizer uses them (special token, longest input)
     tinygpt_char_vocab.json     a character model's vocabulary; transformers cannot read it,
-                                tinygpt.pretrained.load_pretrained can
+                                tinygpt.load can
     config.json         a GPT2Config, written last: its presence marks a complete export
 """
 from __future__ import annotations
@@ -137,7 +137,7 @@ def _write(model, tok, dst: Path, written: list) -> list[str]:
         written.append(dst / CHAR_VOCAB_FILE)
         atomic_write_json(dst / CHAR_VOCAB_FILE, {
             "note": "tinygpt's character vocabulary. Hugging Face tokenizers cannot read it; "
-                    "tinygpt.pretrained.load_pretrained (and `tinygpt generate --model DIR`) can.",
+                    "tinygpt.load (and `tinygpt generate --model DIR`) can.",
             "tokenizer": tok.to_dict()})
         lines.append(f"wrote {dst / CHAR_VOCAB_FILE}: the model is character-level, and "
                      f"transformers' tokenizers cannot use this vocabulary; encode text yourself "

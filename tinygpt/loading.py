@@ -7,16 +7,27 @@ a training run.
     model, tok, description = load_model("out", which="latest")
     model, tok, description = load_model("gpt2", weight_dtype="int8")   # quantized as it is read
 
+Two kinds of source, one path. tinygpt/checkpoint.py opens a run's checkpoint and
+tinygpt/pretrained.py a Hugging Face directory; each says what it holds as a `Source` (the
+config, the tokenizer, a description, and a way to read the weights one tensor, or a few rows
+of one, at a time). Then the same steps run for both, each once, here:
+
+    check the tokenizer against the embedding rows     (a mismatch is an error, not a crash
+                                                        mid-sentence)
+    GPT(config, init=False)                            (zeros: no memory until written)
+    open the weights: every name and shape checked from the file's header first
+    fill the model tensor by tensor (tinygpt/quantize.py: load_weights), quantizing to
+                                                        bfloat16 or int8 as it reads if asked
+
 One rule tells a training run from a Hugging Face directory: tinygpt.checkpoint.is_checkpoint.
-A run is read by tinygpt/checkpoint.py, anything else by tinygpt/pretrained.py. Either way the
-model comes back in eval mode, with its tokenizer and one line saying what was loaded (for a
-run: which checkpoint, best or latest, and its iteration), and the tokenizer is checked against
-the weights, so a mismatched config.json is an error here, not a crash mid-sentence.
+Every error is a LoadError (CheckpointError and PretrainedError are kinds of it) whose message
+names the file and says what to do.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,57 +38,65 @@ class LoadError(RuntimeError):
     """A model that cannot be loaded; the message names the file and says what to do."""
 
 
+@dataclass
+class Source:
+    """What a checkpoint or a Hugging Face directory holds, before a weight is read.
+
+    weights(model) opens the file, checks its names and shapes against the model, and yields
+    read(name, rows=None) -> array (tinygpt/quantize.py's load_weights says what it may return);
+    an error while the file is open becomes a LoadError naming it. vanished() is true when the
+    source was removed while we read it (a training run pruned the checkpoint): look again."""
+    config: "GPTConfig"                     # noqa: F821 (tinygpt.model.GPTConfig)
+    tokenizer: object
+    description: str                        # one line: what was loaded
+    vocabulary_file: str                    # where the tokenizer came from, for errors
+    vocabulary_fix: str                     # what to do when it does not fit the weights
+    weights: Callable[..., AbstractContextManager]
+    error: type = LoadError                 # the source's own kind of LoadError
+    vanished: Callable[[], bool] = lambda: False
+
+
 def load_model(name_or_dir, *, which: str = "best", dtype=np.float32, weight_dtype: str = "float32",
                log=None):
     """(model in eval mode, tokenizer, description) from a GPT-2 name, a Hugging Face GPT-2
     directory, or a training run (`which`: its "best" or "latest" checkpoint).
 
     weight_dtype "bfloat16" or "int8" (the commands' --dtype): the Linear weights and wte are
-    quantized as they are read, one tensor at a time (tinygpt/quantize.py: load_quantized), so
-    the peak memory is the compact model plus one float32 tensor, not the float32 model; the
-    model is then for inference only. A bfloat16 Hugging Face file keeps its bits.
+    quantized as they are read, one tensor at a time, so the peak memory is the compact model
+    plus one float32 tensor, not the float32 model; the model is then for inference only. A
+    bfloat16 Hugging Face file keeps its bits. dtype: the float dtype of an unquantized model.
     log(line): where a run's warnings go (say, a damaged checkpoint skipped for an older one)."""
-    from . import checkpoint
-    from .pretrained import PretrainedError, load_pretrained, resolve
-    from .quantize import check_weight_dtype
+    from . import checkpoint, pretrained
+    from .model import GPT
+    from .quantize import check_weight_dtype, load_weights
     if which not in WHICH:
         raise ValueError(f"load_model: which must be 'best' or 'latest', got {which!r}")
     check_weight_dtype("load_model", weight_dtype, dtype)
     if checkpoint.is_checkpoint(name_or_dir):
-        try:
-            model, tok, config = checkpoint.load_model(name_or_dir, dtype=dtype, which=which,
-                                                       log=log, weight_dtype=weight_dtype)
-        except checkpoint.CheckpointError as e:
-            raise LoadError(str(e)) from None
-        except (KeyError, ValueError, TypeError) as e:     # a config.json field of a wrong kind
-            raise LoadError(f"{name_or_dir}: the training run's config.json cannot be used "
-                            f"({type(e).__name__}: {e}); retrain, or restore it") from None
-        description = config.get("source", str(name_or_dir))
-        where = Path(config.get("checkpoint_dir", name_or_dir)) / checkpoint.CONFIG_FILE
-        _check_vocabulary(tok, model, where=f"{where}: the tokenizer")
-        return model.eval(), tok, description
+        source = checkpoint.open_source(name_or_dir, which, log)
+    else:
+        source = pretrained.open_source(name_or_dir)
+    check_vocabulary(source.tokenizer, source.config.vocab_size, source.vocabulary_file,
+                     source.vocabulary_fix, source.error)
+    model = GPT(source.config, dtype=dtype, init=False)     # zeros: no memory until written
     try:
-        directory = resolve(name_or_dir)        # a name: its folder in the Hub cache
-        model, tok = load_pretrained(directory, dtype=dtype, weight_dtype=weight_dtype)
-    except PretrainedError as e:
-        raise LoadError(str(e)) from None
-    is_dir = os.path.isdir(os.fspath(name_or_dir))
-    description = (f"{name_or_dir} (Hugging Face GPT-2 directory)" if is_dir else
-                   f"{name_or_dir} (from the Hugging Face cache, {directory})")
-    char_vocab = getattr(tok, "eot_token", None) is None
-    _check_vocabulary(tok, model, where=f"{directory / 'tinygpt_char_vocab.json'}" if char_vocab
-                      else f"{directory}: the tokenizer")
-    return model.eval(), tok, description
+        with source.weights(model) as read:
+            load_weights(model, weight_dtype, read)
+    except LoadError:
+        if source.vanished():                  # pruned between the check and the read
+            return load_model(name_or_dir, which=which, dtype=dtype, weight_dtype=weight_dtype,
+                              log=log)
+        raise
+    return model.eval(), source.tokenizer, source.description
 
 
-def _check_vocabulary(tok, model, where: str):
+def check_vocabulary(tok, rows: int, where: str, fix: str, error: type = LoadError) -> None:
     """Every token needs an embedding row, else a prompt indexes past wte. A BPE model may have
     more rows than tokens (GPT-2's 50,257 padded to 50,304 for a faster matmul; generate() never
     samples the extra rows); a character model is written with exactly one row per character,
     so a difference there means the vocabulary is not this model's."""
-    rows = model.config.vocab_size
     exact = getattr(tok, "eot_token", None) is None
     if tok.vocab_size > rows or (exact and tok.vocab_size != rows):
-        raise LoadError(f"{where} has {tok.vocab_size} tokens but the weights have {rows} "
+        raise error(f"{where} has {tok.vocab_size} tokens but the weights have {rows} "
                         f"(wte.weight has {rows} rows): the tokenizer does not belong to these "
-                        f"weights. Restore the original file, or re-export the model")
+                        f"weights. {fix}")

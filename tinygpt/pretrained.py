@@ -1,4 +1,4 @@
-"""Released GPT-2 weights in, perplexity out: loading a Hugging Face GPT-2 directory.
+"""Released GPT-2 weights in: a Hugging Face GPT-2 directory, read for tinygpt/loading.py.
 
 A Hugging Face GPT-2 directory (what `save_pretrained` writes, what the Hub serves) holds
 
@@ -24,6 +24,7 @@ a pickle runs whatever code it contains.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -33,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tensor.io import SafetensorsError, load_safetensors, open_safetensors
+from tensor.io import SafetensorsError, open_safetensors
 
+from .loading import LoadError
 from .model import GPT, GPTConfig
 
 HUB_ORG = "openai-community"
@@ -50,7 +52,7 @@ _BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")   # causal-mask buffer
 _PREFIX = "transformer."
 
 
-class PretrainedError(ValueError):
+class PretrainedError(LoadError):
     """A pretrained model that cannot be loaded; the message names the file (and key)."""
 
 
@@ -58,36 +60,30 @@ class PretrainedError(ValueError):
 # The entry point
 # ----------------------------------------------------------------------------------------------
 
-def load_pretrained(name_or_path, dtype=np.float32, weight_dtype: str = "float32"):
-    """(GPT, tokenizer) from a GPT-2 name (gpt2, gpt2-medium, gpt2-large, gpt2-xl, optionally
-    prefixed "openai-community/") or from a local Hugging Face GPT-2 directory.
+def open_source(name_or_path):
+    """A GPT-2 name (gpt2, gpt2-medium, gpt2-large, gpt2-xl, optionally prefixed
+    "openai-community/") or a local Hugging Face GPT-2 directory, as what tinygpt/loading.py
+    loads: its config.json and tokenizer read and checked, its weights not yet read.
 
     A name is fetched through huggingface_hub into its cache (~/.cache/huggingface, or HF_HOME);
     with HF_HUB_OFFLINE=1 only the cache is used. A directory is read with no network at all.
-    weight_dtype "bfloat16" or "int8" (`--dtype`): the weights are quantized as they are read,
-    one tensor at a time, so the float32 model never exists whole (read_hf_weights_quantized);
-    the model is then for inference only. "float32": every weight as float32 (F16 and BF16
-    files widened), in `dtype`.
-    """
-    from .checkpoint import is_checkpoint
-    from .quantize import check_weight_dtype
-    check_weight_dtype("load_pretrained", weight_dtype, dtype)
+    The weights are read one tensor at a time (F16 and BF16 widened to float32, or BF16 kept as
+    its bits for --dtype bfloat16): every key and shape is checked from the header first, and
+    lm_head.weight, if stored, must equal wte (GPT-2 ties them)."""
+    from .loading import Source
     directory = resolve(name_or_path)
-    if is_checkpoint(directory):
-        raise PretrainedError(f"{directory} is a tinygpt training checkpoint, not a Hugging Face "
-                              f"directory: load it with tinygpt.loading.load_model, or write "
-                              f"one with `tinygpt export --model {directory} --to HF_DIR`")
     config = config_from_hf(read_hf_config(directory / CONFIG_FILE), directory / CONFIG_FILE)
-    model = GPT(config, dtype=dtype, init=False)   # every weight is loaded below
-    model.eval()
-    if weight_dtype == "float32":
-        weights = read_hf_weights(directory, model)
-        for name, p in model.named_parameters():
-            p.data = weights.pop(name)   # checked: same shape and dtype. No copy; the init is freed
-    else:
-        read_hf_weights_quantized(directory, model, weight_dtype)
-    tokenizer = load_tokenizer(directory, config.vocab_size)
-    return model, tokenizer
+    tokenizer, vocabulary = load_tokenizer(directory)
+    is_dir = os.path.isdir(os.fspath(name_or_path))
+    description = (f"{name_or_path} (Hugging Face GPT-2 directory)" if is_dir else
+                   f"{name_or_path} (from the Hugging Face cache, {directory})")
+    char_vocab = getattr(tokenizer, "eot_token", None) is None
+    return Source(config=config, tokenizer=tokenizer, description=description,
+                  vocabulary_file=vocabulary,
+                  vocabulary_fix=("Restore the original file, or re-export the model" if char_vocab
+                                  else f"Add the model's own {VOCAB_FILE} and {MERGES_FILE}, or "
+                                       f"restore the original files"),
+                  weights=lambda model: _weights(directory, model), error=PretrainedError)
 
 
 def resolve(name_or_path) -> Path:
@@ -247,31 +243,17 @@ def config_from_hf(hf: dict, path=CONFIG_FILE) -> GPTConfig:
 # model.safetensors
 # ----------------------------------------------------------------------------------------------
 
-def read_hf_weights(directory: Path, model: GPT) -> dict[str, np.ndarray]:
-    """{our parameter name: array} from directory/model.safetensors, every key and shape checked."""
-    path = directory / WEIGHTS_FILE
-    if not path.exists():
-        _refuse_other_formats(directory, path)
-    try:
-        arrays = load_safetensors(path, to_float32=True)   # F16 and BF16 become float32
-    except SafetensorsError as e:
-        raise PretrainedError(str(e)) from None
-    return hf_to_tinygpt(arrays, model, str(path))
-
-
 FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")   # safetensors dtypes a weight may have
-_TIE_ROWS = 1024        # rows of wte and lm_head compared at a time when streaming
+_TIE_ROWS = 1024        # rows of wte and lm_head compared at a time
 
 
-def read_hf_weights_quantized(directory: Path, model: GPT, weight_dtype: str) -> None:
-    """Fill model (built with init=False) from directory/model.safetensors one tensor at a time,
-    quantizing the Linear weights and wte to weight_dtype as they are read (tinygpt/quantize.py:
-    load_quantized). Every key and shape is checked from the header before any weight is read.
+@contextlib.contextmanager
+def _weights(directory: Path, model: GPT):
+    """directory/model.safetensors open, its keys and shapes checked against model, yielding
+    read(name, rows=None) by our parameter names (tinygpt/quantize.py: load_weights).
 
-    With "bfloat16", a BF16 tensor keeps its bits exactly as stored (read raw: no float32 copy);
-    an F16, F32 or F64 one is widened to float32 and rounded to bfloat16, tensor by tensor.
-    With "int8", each tensor is widened to float32, quantized, and its float32 copy dropped."""
-    from .quantize import load_quantized
+    Each tensor comes as stored (BF16 as its bits, no float32 copy): load_weights widens it
+    exactly, or keeps a BF16 tensor's bits for --dtype bfloat16."""
     path = directory / WEIGHTS_FILE
     if not path.exists():
         _refuse_other_formats(directory, path)
@@ -282,16 +264,7 @@ def read_hf_weights_quantized(directory: Path, model: GPT, weight_dtype: str) ->
             keys, lm_head = match_hf_keys(stored, model, str(path))
             if lm_head is not None:
                 _check_tied_rows(f, lm_head, keys, str(path))
-            raw = weight_dtype == "bfloat16"     # BF16 as uint16 bits, F16 as float16
-
-            def read(name: str, rows=None) -> np.ndarray:
-                if raw:
-                    return f.read(keys[name], raw=True, rows=rows)
-                return f.read(keys[name], to_float32=True, rows=rows)
-
-            load_quantized(model, weight_dtype, read)
-    except PretrainedError:
-        raise
+            yield lambda name, rows=None: f.read(keys[name], raw=True, rows=rows)
     except SafetensorsError as e:
         raise PretrainedError(str(e)) from None
     except ValueError as e:                      # a weight that cannot be quantized (nan, inf)
@@ -299,7 +272,7 @@ def read_hf_weights_quantized(directory: Path, model: GPT, weight_dtype: str) ->
 
 
 def _check_tied_rows(f, lm_head: str, keys: dict, path: str) -> None:
-    """lm_head.weight must equal wte (as read_hf_weights checks), compared a block of rows at a
+    """lm_head.weight must equal wte (GPT-2 ties them), compared a block of rows at a
     time so that neither is ever whole in memory as float32."""
     wte, rows = keys["wte.weight"], f.shape(keys["wte.weight"])[0]
     for start in range(0, rows, _TIE_ROWS):
@@ -325,19 +298,6 @@ def _refuse_other_formats(directory: Path, path: Path):
                               f"({WEIGHTS_FILE}.index.json); tinygpt reads one {WEIGHTS_FILE}: "
                               f"re-save it with save_pretrained(dir, max_shard_size='100GB')")
     raise PretrainedError(f"{path} is missing. {directory} holds {_listing(directory)}.")
-
-
-def hf_to_tinygpt(arrays: dict, model: GPT, path: str) -> dict[str, np.ndarray]:
-    """Rename Hugging Face keys to ours, drop buffers, check tying, names and shapes."""
-    stored = {key: (x.shape, str(x.dtype), np.issubdtype(x.dtype, np.floating))
-              for key, x in arrays.items()}
-    keys, lm_head = match_hf_keys(stored, model, path)
-    params = dict(model.named_parameters())
-    ours = {name: np.ascontiguousarray(arrays[key], dtype=params[name].dtype)
-            for name, key in keys.items()}
-    if lm_head is not None and not np.array_equal(arrays[lm_head], ours["wte.weight"]):
-        raise _untied(path, keys)
-    return ours
 
 
 def match_hf_keys(stored: dict, model: GPT, path: str) -> tuple[dict[str, str], str | None]:
@@ -401,9 +361,9 @@ def _listing(directory: Path) -> str:
 # The tokenizer
 # ----------------------------------------------------------------------------------------------
 
-def load_tokenizer(directory: Path, vocab_size: int):
-    """vocab.json + merges.txt if present; a char vocabulary written by `tinygpt export`;
-    else the GPT-2 vocabulary bundled with tinygpt."""
+def load_tokenizer(directory: Path):
+    """(tokenizer, where it came from): vocab.json + merges.txt if present; a char vocabulary
+    written by `tinygpt export`; else the GPT-2 vocabulary bundled with tinygpt."""
     from .bpe import GPT2Tokenizer
     vocab, merges, chars = (directory / VOCAB_FILE, directory / MERGES_FILE,
                             directory / CHAR_VOCAB_FILE)
@@ -421,11 +381,7 @@ def load_tokenizer(directory: Path, vocab_size: int):
             tok, source = _bundled_gpt2(), "the bundled GPT-2 vocabulary"
     except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
         raise PretrainedError(f"{directory}: cannot load the tokenizer: {e}") from None
-    if tok.vocab_size > vocab_size:
-        raise PretrainedError(f"{source} has {tok.vocab_size} tokens but config.json says "
-                              f"vocab_size {vocab_size}: ids past {vocab_size - 1} would have no "
-                              f"embedding. Add the model's own {VOCAB_FILE} and {MERGES_FILE}.")
-    return tok
+    return tok, source
 
 
 @functools.lru_cache(maxsize=1)

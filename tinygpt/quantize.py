@@ -1,7 +1,7 @@
 """GPT-2 with compact weights for generation: `--dtype bfloat16` or `--dtype int8`.
 
     model = quantize_gpt(model, "int8")       # in place; inference only from here on
-    model = load_quantized(GPT(config, init=False), "int8", read)   # the same, tensor by tensor
+    model = load_weights(GPT(config, init=False), "int8", read)     # the same, tensor by tensor
 
 What is quantized: every Linear (c_attn, c_proj, c_fc of each block) and the token table wte,
 which is also the output projection (logits = x @ wteᵀ) and the largest matrix of GPT-2
@@ -12,10 +12,11 @@ tensor/quant.py has the layers, tensor/kernels/quantized.py the kernels.
 Two ways in, one result (bit for bit; tests/test_quant_load.py checks it):
   quantize_gpt     a float32 model already in memory, quantized in place. Simple, but the
                    whole float32 model existed first: 6.2 GB for gpt2-xl.
-  load_quantized   what the loaders use (tinygpt/loading.py, --dtype): each weight is read
+  load_weights     what the loader uses (tinygpt/loading.py, for every --dtype): each weight is read
                    from the file, quantized and its float32 copy dropped before the next one
                    is read, so the peak is the compact model plus one float32 tensor (wte, the
                    largest). A bfloat16 tensor of a bfloat16 file keeps its bits as they are.
+                   With "float32" nothing is quantized: every weight is read as it is.
 
 Memory: bytes of weights for a config at each dtype (weight_bytes below; `benchmarks/
 quant_speed.py` prints them for the four GPT-2 sizes beside what a process measures).
@@ -35,12 +36,11 @@ from tensor.quant import (
     QuantEmbedding,
     QuantLinear,
     QuantMatrix,
-    QuantWeight,
     quantize_,
     weight_nbytes,
 )
 
-__all__ = ["DTYPES", "load_quantized", "quantize_gpt", "weight_bytes", "weight_nbytes"]
+__all__ = ["DTYPES", "load_weights", "quantize_gpt", "weight_bytes", "weight_nbytes"]
 
 EMBEDDINGS = ("wte",)       # the tables quantized besides the Linears (wpe is only looked up)
 TABLE_ROWS = 4096           # rows of wte read at a time: 12 MB of float32 at GPT-2's 768 wide
@@ -65,14 +65,15 @@ def quantize_gpt(model, dtype: str):
     return model
 
 
-def load_quantized(model, dtype: str, read: Callable[..., np.ndarray]):
+def load_weights(model, dtype: str, read: Callable[..., np.ndarray]):
     """Fill `model`, a GPT built with init=False (zeros that no page of memory holds yet), one
-    weight at a time, quantizing each matrix as soon as it is read; return the model.
+    weight at a time, quantizing each matrix to dtype ("bfloat16", "int8") as soon as it is
+    read, or keeping it as read ("float32": in the model's own float dtype); return the model.
 
     read(name, rows=None) -> the array of parameter `name` ("h.0.attn.c_attn.weight", ...), or
     with rows=(start, stop) only those rows of it (the token table is read in blocks, so it is
-    never whole in float32): float32 (or any float, cast to float32 as a float32 load would), or
-    uint16, the bit patterns of a bfloat16 tensor (tensor.io's raw=True). With dtype "bfloat16"
+    never whole in float32): any float (cast to the model's dtype), or uint16, the bit patterns
+    of a bfloat16 tensor (tensor.io's raw=True). With dtype "bfloat16"
     those bits are kept as they are; otherwise they are widened, exactly, to float32 first.
     tensor.io.SafetensorsFile.read is such a function.
 
@@ -83,7 +84,7 @@ def load_quantized(model, dtype: str, read: Callable[..., np.ndarray]):
     transpose is a second copy of that one tensor), or a block of TABLE_ROWS rows of wte.
     """
     if dtype not in DTYPES:
-        raise ValueError(f"load_quantized: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        raise ValueError(f"load_weights: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     # Names only, not the layers: a list holding a replaced Linear would keep its float32
     # weight alive to the end, and the peak would be the float32 model again.
     slots = [(prefix, parent, child_name) for prefix, parent in model.named_modules()
@@ -99,7 +100,7 @@ def load_quantized(model, dtype: str, read: Callable[..., np.ndarray]):
             _check_shape(name, w, child.weight.shape)
         try:
             if is_table:                                                # (num, dim), in blocks
-                layer = _quant_embedding_from(_table(read, name, child.weight.shape, dtype))
+                layer = QuantEmbedding.from_matrix(_table(read, name, child.weight.shape, dtype))
             else:
                 layer = _linear(child, w, dtype)
         except ValueError as e:                     # nan or inf: int8 and bfloat16 refuse them
@@ -107,19 +108,18 @@ def load_quantized(model, dtype: str, read: Callable[..., np.ndarray]):
         setattr(parent, child_name, layer)
         child = w = layer = None        # the float32 copy goes before the next tensor is read
     give_back_freed_memory()
-    for name, p in model.named_parameters():      # the rest, float32: wpe, LayerNorms, biases
+    for name, p in model.named_parameters():      # the rest (all of them for "float32")
         x = read(name)
         _check_shape(name, x, p.shape)
-        p.data = _float32(x)
+        p.data = np.ascontiguousarray(kq.from_bfloat16(x) if _is_bf16_bits(x) else x,
+                                      dtype=p.dtype)
     model.weight_dtype = dtype
     return model
 
 
-
-
 def _check_shape(name: str, x: np.ndarray, shape) -> None:
     if tuple(x.shape) != tuple(shape):
-        raise ValueError(f"load_quantized: {name} has shape {list(x.shape)} but the model's "
+        raise ValueError(f"load_weights: {name} has shape {list(x.shape)} but the model's "
                          f"config gives {list(shape)}; does the config match the weights?")
 
 
@@ -138,7 +138,7 @@ def _bf16_matrix(bits_nk: np.ndarray) -> QuantMatrix:
     """A bfloat16 matrix from its bits, kept as they are. Like kq.to_bfloat16 on floats, nan and
     inf are refused: a weight of a usable checkpoint is finite."""
     if np.any((bits_nk & 0x7F80) == 0x7F80):                # exponent all ones: inf or nan
-        raise ValueError(f"load_quantized: the {bits_nk.shape} bfloat16 matrix holds nan or "
+        raise ValueError(f"load_weights: the {bits_nk.shape} bfloat16 matrix holds nan or "
                          f"inf (is the checkpoint damaged?)")
     return QuantMatrix.from_bfloat16_bits(np.ascontiguousarray(bits_nk))
 
@@ -146,7 +146,7 @@ def _bf16_matrix(bits_nk: np.ndarray) -> QuantMatrix:
 def _linear(linear: nn.Linear, w: np.ndarray, dtype: str) -> QuantLinear:
     """linear (its weight still unread zeros) as a QuantLinear holding w [in, out]."""
     if _is_bf16_bits(w) and dtype == "bfloat16":
-        return _quant_linear_from(_bf16_matrix(w.T), linear.bias)         # (out, in) bits
+        return QuantLinear.from_matrix(_bf16_matrix(w.T), linear.bias)    # (out, in) bits
     return _from_float(linear, w, lambda: QuantLinear(linear, dtype))
 
 
@@ -182,37 +182,8 @@ def _table(read, name: str, shape, dtype: str) -> QuantMatrix:
         else:
             data[start:stop] = kq.to_bfloat16(_float32(block))
     if dtype == "int8":
-        return _int8_matrix(data, scale)
+        return QuantMatrix.from_int8(data, scale)
     return QuantMatrix.from_bfloat16_bits(data)
-
-
-# tensor/quant.py builds its layers from float layers only (QuantLinear(linear, dtype)) and an
-# int8 matrix only from floats. For a matrix quantized already (bfloat16 bits kept from the file,
-# the token table quantized block by block) these helpers build the same objects around it:
-# they set exactly the attributes the constructors set (tests/test_quant_load.py compares them,
-# so a change in tensor/quant.py shows up there).
-
-def _quant_linear_from(matrix: QuantMatrix, bias) -> QuantLinear:
-    layer = QuantLinear.__new__(QuantLinear)
-    nn.Module.__init__(layer)
-    layer.in_features, layer.out_features = matrix.shape[1], matrix.shape[0]
-    layer.weight = matrix                                           # (out, in)
-    layer.bias = bias
-    return layer
-
-
-def _int8_matrix(q: np.ndarray, scale: np.ndarray) -> QuantMatrix:
-    """QuantMatrix(w, "int8") for a matrix quantized already: q (N, K) int8, scale (N,)."""
-    m = QuantMatrix.__new__(QuantMatrix)
-    m.dtype, m.data, m.scale, m.shape = "int8", q, scale, q.shape
-    return m
-
-
-def _quant_embedding_from(matrix: QuantMatrix) -> QuantEmbedding:
-    table = QuantEmbedding.__new__(QuantEmbedding)
-    nn.Module.__init__(table)
-    table.weight = QuantWeight(matrix)                              # (num, dim)
-    return table
 
 
 def weight_bytes(config, dtype: str) -> int:

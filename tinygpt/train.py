@@ -29,6 +29,7 @@ from tensor import optim
 from . import checkpoint as ckpt
 from .dataset import Dataset, open_prepared, read_text
 from .evaluate import estimate_loss
+from .loading import load_model
 from . import distributed as dist
 from .distributed import micro_batches
 from .model import GPT, GPTConfig, PRESETS
@@ -553,7 +554,7 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
 
     tensor.manual_seed(opts.seed)
     if resume:
-        model, _, _ = ckpt.load_model(start.path, which="latest")
+        model = load_model(start.path, which="latest")[0].train()
     elif pretrained is not None:
         model = pretrained
     else:
