@@ -1,12 +1,15 @@
 """The docs point into the code, and the code they point to exists.
 
-Convention for docs/*.md (checked here):
+Convention for docs/*.md, README.md and benchmarks/README.md (checked here):
   - every relative link [text](path) resolves to a file or directory of the repository, and a
     link with an #anchor into a .md file names one of its headings;
   - a link whose text is a name in backticks, [`name`](../path.py), says "`name` is defined in
     path.py": the file must define it (def, class, or a module-level assignment). A dotted
     [`Class.method`](../path.py) must be a method of that class.
-  - every ```python block runs.
+  - every ```python block of docs/*.md runs.
+README.md's layout table ("What is inside") names every file of tensor/, tensor/kernels/,
+tinygpt/ and tinygpt/cli/, and only files that exist; its set-up block shows the test command
+that CI runs.
 """
 import ast
 import re
@@ -16,6 +19,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = sorted((ROOT / "docs").glob("*.md"))
+README = ROOT / "README.md"
+MARKDOWN = DOCS + [md for md in (README, ROOT / "benchmarks" / "README.md") if md.exists()]
 LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
 CODE_NAME = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)`")
 PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.S)
@@ -56,25 +61,31 @@ def definitions(py: Path) -> set:
     return names
 
 
+def shown(md: Path) -> str:
+    """A markdown file's path as the messages show it: relative to the repository."""
+    return str(md.relative_to(ROOT)) if ROOT in md.parents else md.name
+
+
 def problems(md: Path) -> list:
     """Every broken link or missing name in one markdown file, as messages."""
     found = []
+    name_of_md = shown(md)
     for text, target in links(md):
         if re.match(r"[a-z]+:", target):          # http:, https:, mailto:: not ours to check
             continue
         path_part, _, anchor = target.partition("#")
         path = (md.parent / path_part).resolve() if path_part else md
         if ROOT not in path.parents and path != ROOT:
-            found.append(f"{md.name}: link {target} leaves the repository")
+            found.append(f"{name_of_md}: link {target} leaves the repository")
             continue
         if not path.exists():
-            found.append(f"{md.name}: link {target} -> {path.relative_to(ROOT)} does not exist")
+            found.append(f"{name_of_md}: link {target} -> {path.relative_to(ROOT)} does not exist")
             continue
         if anchor and path.suffix == ".md" and anchor not in anchors(path):
-            found.append(f"{md.name}: link {target}: no heading #{anchor} in {path.name}")
+            found.append(f"{name_of_md}: link {target}: no heading #{anchor} in {path.name}")
         name = CODE_NAME.fullmatch(text)
         if name and path.suffix == ".py" and name[1] not in definitions(path):
-            found.append(f"{md.name}: [`{name[1]}`]({target}): {path.relative_to(ROOT)} defines "
+            found.append(f"{name_of_md}: [`{name[1]}`]({target}): {path.relative_to(ROOT)} defines "
                          f"no {name[1]}")
     return found
 
@@ -83,7 +94,7 @@ def test_there_are_docs():
     assert {p.name for p in DOCS} >= {"backprop.md", "gpt2.md"}
 
 
-@pytest.mark.parametrize("md", DOCS, ids=lambda p: p.name)
+@pytest.mark.parametrize("md", MARKDOWN, ids=shown)
 def test_links_resolve_and_named_code_exists(md):
     assert problems(md) == []
 
@@ -131,6 +142,81 @@ def test_the_checker_catches_broken_links(tmp_path, monkeypatch):
     assert len(found) == 4, found
     for needle in ("no A.h", "no nope", "missing.py does not exist", "no heading #nowhere"):
         assert any(needle in f for f in found), needle
+
+
+# ---------------------------------------------------------------------------------------------
+# README.md: the layout table against the files on disk; the test command against CI's
+# ---------------------------------------------------------------------------------------------
+LAYOUT_HEADING = "## What is inside"
+LAYOUT_DIRS = ("tensor", "tensor/kernels", "tinygpt", "tinygpt/cli")   # every file named
+LAYOUT_FOLDERS = ("examples/", "benchmarks/", "docs/")                 # named as folders
+TABLE_PATH = re.compile(r"`([^`]+)`")
+
+
+def layout_paths(text: str) -> set:
+    """The paths in backticks in the first cell of each row of the layout section's table."""
+    start = text.index(LAYOUT_HEADING)
+    end = text.find("\n## ", start + len(LAYOUT_HEADING))
+    section = text[start:end if end != -1 else len(text)]
+    return {path for line in section.splitlines() if line.startswith("| `")
+            for path in TABLE_PATH.findall(line.split("|")[1])}
+
+
+def unlisted(paths: set, root: Path, dirs=LAYOUT_DIRS, folders=LAYOUT_FOLDERS) -> list:
+    """Files of `dirs` (and `folders`) on disk that the layout table does not name. A
+    subdirectory counts as named when the table names it (`tinygpt/data/`) or files in it."""
+    found = [f for f in folders if f not in paths]
+    for d in dirs:
+        if not (root / d).is_dir():
+            continue                  # not there (yet): `missing` reports the rows naming it
+        for entry in sorted((root / d).iterdir()):
+            if entry.name.startswith(".") or entry.name == "__pycache__":
+                continue
+            rel = f"{d}/{entry.name}"
+            if entry.is_dir():
+                if not any(p == rel + "/" or p.startswith(rel + "/") for p in paths):
+                    found.append(rel + "/")
+            elif rel not in paths:
+                found.append(rel)
+    return found
+
+
+def missing(paths: set, root: Path) -> list:
+    """Paths the layout table names that do not exist."""
+    return sorted(p for p in paths if not (root / p).exists())
+
+
+def test_readme_layout_table_names_every_file():
+    """Add a file to tensor/ or tinygpt/ and this fails until the README's table says what it is."""
+    assert unlisted(layout_paths(README.read_text(encoding="utf-8")), ROOT) == []
+
+
+def test_readme_layout_table_names_only_files_that_exist():
+    assert missing(layout_paths(README.read_text(encoding="utf-8")), ROOT) == []
+
+
+def test_the_layout_checks_can_fail(tmp_path):
+    for rel in ("pkg/a.py", "pkg/b.py", "pkg/sub/c.py", "pkg/data/x.txt", "pkg/__pycache__/a.pyc",
+                "pkg/.hidden", "ex/e.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    text = (f"# t\n{LAYOUT_HEADING}\n| path | what |\n| --- | --- |\n| `pkg/a.py` | a |\n"
+            "| `pkg/sub/c.py` | c |\n| `pkg/gone.py` | gone |\n| `ex/` | examples |\n"
+            "## Next\n| `pkg/b.py` | outside the section |\n")
+    paths = layout_paths(text)
+    assert paths == {"pkg/a.py", "pkg/sub/c.py", "pkg/gone.py", "ex/"}
+    assert unlisted(paths, tmp_path, dirs=("pkg", "pkg/sub", "nowhere"),
+                    folders=("ex/", "docs/")) == ["docs/", "pkg/b.py", "pkg/data/"]
+    assert missing(paths, tmp_path) == ["pkg/gone.py"]
+
+
+def test_readme_shows_the_test_command_ci_runs():
+    """.ci/run runs "exactly the test command that README.md shows": `pytest`, in the set-up block."""
+    setup = re.search(r"## Set up\n+```bash\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    commands = [line.split("#")[0].strip() for line in setup[1].splitlines()]
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+          if line.strip() and not line.lstrip().startswith("#")]
+    assert "pytest" in commands and ci[-1] == "pytest"
 
 
 # ---------------------------------------------------------------------------------------------
