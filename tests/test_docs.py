@@ -122,7 +122,7 @@ def test_backprop_doc_covers_the_ops_the_issue_lists():
 def test_gpt2_doc_points_at_each_step_of_the_model():
     names = linked_names(ROOT / "docs" / "gpt2.md")
     wanted = ["model.py:GPT.forward", "model.py:Block.forward",
-              "model.py:CausalSelfAttention.forward", "model.py:MLP", "generate.py:KVCache",
+              "model.py:CausalSelfAttention.forward", "model.py:MLP", "model.py:KVCache",
               "functional.py:embedding", "functional.py:softmax", "functional.py:gelu",
               "functional.py:layer_norm", "softmax.py:causal_mask", "generate.py:sample_next",
               "params.py:count_parameters", "inspect.py:attention_maps"]

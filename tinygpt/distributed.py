@@ -387,5 +387,5 @@ def count_parameters(cfg) -> int:
     return V * C + T * C + L * per_block + C + C * b     # wte (= lm_head), wpe, blocks, ln_f
 
 
-if __name__ == "__main__":      # python -m tinygpt.distributed: the table of the README
+if __name__ == "__main__":      # python -m tinygpt.distributed: the traffic table of docs/performance.md
     print(traffic_table())

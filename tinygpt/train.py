@@ -114,7 +114,7 @@ class TrainOptions:
 
 # Each preset's recipe: what `--preset NAME` sets besides the architecture (tinygpt/model.py's
 # PRESETS), unless given on the command line. "time" is rough, for a 2-core laptop-class CPU at
-# the measured tokens/s of each size (README's performance table).
+# the measured tokens/s of each size (docs/performance.md).
 RECIPES = {
     "baby": dict(batch_size=12, max_iters=2000, lr=1e-3, min_lr=1e-4, warmup_iters=100,
                  beta2=0.99, eval_interval=250, eval_iters=20, tokenizer="char",
