@@ -74,9 +74,21 @@ def reference(tmp_path_factory):
 # Kills
 # ----------------------------------------------------------------------------------------------
 def spawn_killed(out, kill_at):
-    env = {**os.environ, "TINYGPT_TEST_KILL_AT": kill_at}
-    proc = subprocess.run([sys.executable, "-m", "tinygpt.cli", *tiny_args(out)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    """Run TINY in a child process and SIGKILL it: at a step of a save (kill_at "<save>:<step>",
+    checkpoint.py's TINYGPT_TEST_KILL_AT), or before training step n ("iter:n", from the
+    training loop's public on_iter callback)."""
+    if kill_at.startswith("iter:"):
+        code = ("import os, signal, sys\n"
+                "from tinygpt.train import TrainOptions, train\n"
+                "def kill(it, stop, model):\n"
+                f"    if it == {int(kill_at[5:])}:\n"
+                "        os.kill(os.getpid(), signal.SIGKILL)\n"
+                f"train(TrainOptions(**{TINY!r}, out=sys.argv[1]), progress=False, on_iter=kill)\n")
+        argv, env = ["-c", code, str(out)], dict(os.environ)
+    else:
+        argv, env = ["-m", "tinygpt.cli", *tiny_args(out)], {**os.environ, "TINYGPT_TEST_KILL_AT": kill_at}
+    proc = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
 
 

@@ -213,12 +213,6 @@ def _kill_point(step: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def kill_point_iteration(it: int) -> None:
-    """Test hook: TINYGPT_TEST_KILL_AT="iter:<n>" kills this process before training step n."""
-    if os.environ.get("TINYGPT_TEST_KILL_AT") == f"iter:{it}":
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 SAVE_STEPS = ("start", "model", "optimizer", "rng", "config", "manifest", "rename", "prune")
 
 
@@ -302,6 +296,41 @@ def clean_partial(run_dir) -> list[str]:
                 os.unlink(e.path)
             removed.append(e.name)
     return removed
+
+
+# ----------------------------------------------------------------------------------------------
+# Housekeeping: what a fresh run may start over, --overwrite, a resume's damaged newer saves
+# ----------------------------------------------------------------------------------------------
+RUN_FILES = (METRICS_FILE, MODEL_FILE, OPTIM_FILE, RNG_FILE, CONFIG_FILE, MANIFEST_FILE,
+             "loss.png")                # what tinygpt writes directly in a run directory
+
+
+def only_debris(run_dir) -> bool:
+    """A run killed before its first checkpoint completed: a metrics.csv, a lock, an unfinished
+    save. Nothing there can be resumed, so a fresh run may start over it."""
+    names = {e.name for e in os.scandir(run_dir)}
+    return not list_checkpoints(run_dir) and all(
+        n in (METRICS_FILE, LOCK_FILE) or n.startswith(PARTIAL_PREFIX) for n in names)
+
+
+def clear_run(run_dir) -> None:
+    """--overwrite: remove what tinygpt wrote in run_dir (checkpoints, metrics), nothing else."""
+    for e in list(os.scandir(run_dir)):
+        if e.is_dir(follow_symlinks=False) and (_NAME.match(e.name) or
+                                                 e.name.startswith(PARTIAL_PREFIX)):
+            _remove_dir(Path(e.path))
+        elif e.name in RUN_FILES:
+            os.unlink(e.path)
+    clean_partial(run_dir)
+
+
+def set_aside_newer(run_dir, start: Checkpoint, log) -> None:
+    """Rename the checkpoints newer than `start` (the newest that verifies: the newer ones are
+    damaged) to damaged-ckpt-*, visibly, so a resume continues from start and keeps them."""
+    for c in list_checkpoints(run_dir):
+        if (c.iteration, c.serial) > (start.iteration, start.serial):
+            os.rename(c.path, c.path.parent / f"damaged-{c.path.name}")
+            log(f"warning: moved the damaged checkpoint {c.path} to damaged-{c.path.name}")
 
 
 # ----------------------------------------------------------------------------------------------

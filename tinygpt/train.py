@@ -1,10 +1,19 @@
-"""The training loop: batches in, AdamW steps, evaluation, metrics, checkpoints, resume.
+"""Training a GPT: a run is data (`start_run` builds a `Run`), the loop is short (`run_loop`).
 
 Defaults are the reference CPU recipe for the `baby` preset on tiny Shakespeare (nanoGPT's
 published laptop recipe): batch 12, block 64, 2000 iterations, lr 1e-3 with 100 warmup
 iterations and cosine decay to 1e-4, AdamW betas (0.9, 0.99), weight decay 0.1, clip 1.0.
 
-A run never loses work (tinygpt/checkpoint.py has the details):
+    result = train(TrainOptions(out="out"))                  # = `tinygpt train`
+    result = train(TrainOptions(out="out"), resume=True)     # = `tinygpt train --resume`
+
+train() is start_run() then run_loop(). start_run() does everything that can fail before a byte
+is written, in small named steps (the plan, the data, the tokenizer and model, the optimizer and
+random generators, a resume's saved state) and returns a Run; run_loop() steps, evaluates and
+saves, as nanoGPT's train.py does. Every option is stated once, in TrainOptions below: its
+default, its range and its help, which the `tinygpt train` command is built from.
+
+A run never loses work (docs/runs.md; tinygpt/checkpoint.py has the mechanics):
   * every evaluation saves a complete checkpoint atomically; the latest and the best are kept;
   * Ctrl-C finishes the step, saves, and prints the command that continues the same plan;
   * a fresh run refuses an --out that already holds something (unless --overwrite), and one
@@ -27,50 +36,83 @@ import tensor
 from tensor import optim
 
 from . import checkpoint as ckpt
+from . import distributed as dist
 from .dataset import Dataset, open_prepared, read_text
+from .distributed import micro_batches
 from .evaluate import estimate_loss
 from .loading import load_model
-from . import distributed as dist
-from .distributed import micro_batches
 from .model import GPT, GPTConfig, PRESETS
 from .progress import Progress
 from .tokenizer import tokenizer_from_dict
 
 METRICS_HEADER = "iter,train_loss,val_loss,lr,tokens_per_sec,elapsed_s"
+TOKENIZERS = ("char", "gpt2")
+
+
+# ----------------------------------------------------------------------------------------------
+# The options, each stated once: default, range and help (cli/train.py makes the flags from them)
+# ----------------------------------------------------------------------------------------------
+def option(default=None, help: str = "", *, low=None, high=None, low_open=False,
+           high_open=False, choices=None, cli=True, **click_extra):
+    """A TrainOptions field. low/high (open or closed) bound a number; choices lists the values
+    a string may take; cli=False keeps it off the command line (the Python API only);
+    click_extra goes to click.option as is (metavar, a path type)."""
+    return field(default=default, metadata=dict(help=help, low=low, high=high, low_open=low_open,
+                                                high_open=high_open, choices=choices, cli=cli,
+                                                click=click_extra))
 
 
 @dataclass
 class TrainOptions:
-    preset: str = "baby"
-    n_layer: int | None = None        # None: take it from the preset
-    n_head: int | None = None
-    n_embd: int | None = None
-    block_size: int | None = None
-    dropout: float | None = None
-    bias: bool | None = None          # biases in Linear and LayerNorm (None: the preset's)
-    batch_size: int = 12
-    grad_accum: int = 1               # micro-batches of batch_size summed into one step
-    max_iters: int = 2000
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_iters: int = 100
-    lr_decay_iters: int | None = None  # the cosine's length (None: max_iters, fixed at the start)
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0
-    eval_interval: int = 250
-    eval_iters: int = 20
-    seed: int = 1337
-    out: str = "out"
-    data: str | None = None           # None: the bundled tiny Shakespeare
-    tokenizer: str = "char"           # "char" or "gpt2"
-    init_from: str | None = None      # start from these weights: a GPT-2 name, HF dir or run
-    threads: int | None = None
+    preset: str = option("baby", "Model and training recipe to start from (listed below); the "
+                         "options override its values.", choices=tuple(PRESETS))
+    n_layer: int | None = option(None, "Transformer blocks.", low=1)   # None: the preset's
+    n_head: int | None = option(None, "Attention heads per block.", low=1)
+    n_embd: int | None = option(None, "Embedding width (divisible by n-head).", low=1)
+    block_size: int | None = option(None, "Context length in tokens.", low=1)
+    dropout: float | None = option(None, "Dropout probability.", low=0, high=1, high_open=True)
+    bias: bool | None = option(None, "Biases in the Linear and LayerNorm layers (default: the "
+                               "preset's).")
+    batch_size: int = option(12, "Sequences per micro-batch.", low=1)
+    grad_accum: int = option(1, "Micro-batches whose gradients are summed into one step: the "
+                             "effective batch is --batch-size x --grad-accum, in the memory of "
+                             "one micro-batch.", low=1)
+    max_iters: int = option(2000, "Iterations in all (with --resume: train on to this "
+                            "iteration).", low=1)
+    lr: float = option(1e-3, "Peak learning rate.", low=0, low_open=True)
+    min_lr: float = option(1e-4, "Learning rate at the end of the cosine decay (with --lr "
+                           "given: --lr / 10).", low=0)
+    warmup_iters: int = option(100, low=0)
+    lr_decay_iters: int | None = option(None, "Length of the cosine decay; after it the rate "
+                                        "stays at --min-lr (default: --max-iters of the run's "
+                                        "start, kept when --resume extends it).", low=1)
+    weight_decay: float = option(0.1, low=0)
+    beta1: float = option(0.9, low=0, high=1, high_open=True, cli=False)
+    beta2: float = option(0.99, low=0, high=1, high_open=True, cli=False)
+    grad_clip: float = option(1.0, "Clip the global gradient norm to this (0: no clipping).",
+                              low=0)
+    eval_interval: int = option(250, "Evaluate (and checkpoint) every this many iterations.",
+                                low=1)
+    eval_iters: int = option(20, "Batches averaged per evaluation.", low=1)
+    seed: int = option(1337, low=0, high=2**32 - 1)                   # what NumPy accepts
+    out: str = option("out", "The run directory: checkpoints (the latest and the best) and "
+                      "metrics.csv.", path="out")
+    data: str | None = option(None, "A UTF-8 text file to train on, or a directory written by "
+                              "`tinygpt prepare` (or nanoGPT's prepare.py) whose token files are "
+                              "read from disk as needed (default: the bundled tiny Shakespeare).",
+                              path="exists")
+    tokenizer: str = option("char", "Characters, or GPT-2's byte-level BPE.", choices=TOKENIZERS)
+    init_from: str | None = option(None, "Fine-tune: start from gpt2, gpt2-medium, gpt2-large, "
+                                   "gpt2-xl, a Hugging Face GPT-2 directory or a training run "
+                                   "(its best checkpoint). Its architecture and tokenizer are "
+                                   "kept; --block-size may shorten the context, --dropout may "
+                                   "change (default 0); the optimizer starts fresh.",
+                                   metavar="NAME|DIR")
+    threads: int | None = option(None, "CPU threads for the kernels (default: auto, the cores "
+                                 "other processes leave free, looked at again every second).",
+                                 low=1)
 
     def model_config(self, vocab_size: int) -> GPTConfig:
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         cfg = {**PRESETS[self.preset], "vocab_size": vocab_size}
         for name in ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias"):
             if getattr(self, name) is not None:
@@ -82,34 +124,36 @@ class TrainOptions:
                              .replace("n_head", "--n-head")) from None
 
     def check(self):
-        """Every option in range, before anything is read or written."""
-        def opt(name):
-            return "--" + name.replace("_", "-")
-        for name in ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{opt(name)} must be at least 1, got {getattr(self, name)}")
-        for name in ("n_layer", "n_head", "n_embd", "block_size", "threads", "lr_decay_iters"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ValueError(f"{opt(name)} must be at least 1, got {v}")
-        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "beta1", "beta2"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{opt(name)} must be a finite number, got {getattr(self, name)}")
-        if not (self.lr > 0 and self.min_lr >= 0):
-            raise ValueError(f"--lr must be > 0 and --min-lr >= 0, got {self.lr} and {self.min_lr}")
+        """Every option in its range (the table above), before anything is read or written."""
+        for f in fields(self):
+            problem = _out_of_range(getattr(self, f.name), f.metadata)
+            if problem:
+                raise ValueError(f"{flag(f.name)} must be {problem}, got {getattr(self, f.name)!r}")
         if self.min_lr > self.lr:
             raise ValueError(f"--min-lr {self.min_lr:g} is above --lr {self.lr:g}: the decay would "
                              f"raise the learning rate. Give a --min-lr of at most {self.lr:g}")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError("--weight-decay and --grad-clip must be >= 0")
-        if self.warmup_iters < 0:
-            raise ValueError(f"--warmup-iters must be >= 0, got {self.warmup_iters}")
-        if self.dropout is not None and not 0 <= self.dropout < 1:
-            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.tokenizer not in ("char", "gpt2"):
-            raise ValueError(f"--tokenizer must be 'char' or 'gpt2', got {self.tokenizer!r}")
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown --preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _out_of_range(value, rules) -> str | None:
+    """What `value` must be under a field's rules, or None if it is fine."""
+    if value is None or isinstance(value, bool):
+        return None
+    if rules["choices"] is not None:
+        return None if value in rules["choices"] else "one of " + ", ".join(rules["choices"])
+    if isinstance(value, float) and not math.isfinite(value):
+        return "a finite number"
+    low, high = rules["low"], rules["high"]
+    if low is not None and (value <= low if rules["low_open"] else value < low):
+        return (f"above {low}" if rules["low_open"] else f"at least {low}") + (
+            f" and {'below' if rules['high_open'] else 'at most'} {high}" if high is not None
+            else "")
+    if high is not None and (value >= high if rules["high_open"] else value > high):
+        return f"{'below' if rules['high_open'] else 'at most'} {high}"
+    return None
 
 
 # Each preset's recipe: what `--preset NAME` sets besides the architecture (tinygpt/model.py's
@@ -303,7 +347,7 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
     """A fresh run writes only into a new or empty directory (or, with --overwrite, a run's)."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a directory")
-    if ckpt.is_run_started(out) and not overwrite and not _only_debris(out):
+    if ckpt.is_run_started(out) and not overwrite and not ckpt.only_debris(out):
         what = ("a training run" if ckpt.is_checkpoint(out) else "files")
         raise ValueError(f"--out {out} already holds {what}. Continue it with `tinygpt train "
                          f"--resume --out {out}`, choose a new --out, or add --overwrite to "
@@ -313,30 +357,6 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"--out {out}: cannot create it ({parent} is not a writable directory)")
-
-
-def _only_debris(out: Path) -> bool:
-    """A run killed before its first checkpoint completed: a metrics.csv, a lock, an unfinished
-    save. Nothing there can be resumed, so a fresh run may start over it."""
-    names = {e.name for e in os.scandir(out)}
-    return not ckpt.list_checkpoints(out) and all(
-        n in (ckpt.METRICS_FILE, ckpt.LOCK_FILE) or n.startswith(ckpt.PARTIAL_PREFIX)
-        for n in names)
-
-
-OUR_FILES = (ckpt.METRICS_FILE, ckpt.MODEL_FILE, ckpt.OPTIM_FILE, ckpt.RNG_FILE, ckpt.CONFIG_FILE,
-             ckpt.MANIFEST_FILE, "loss.png")
-
-
-def clear_run(out: Path) -> None:
-    """--overwrite: remove what tinygpt wrote in `out` (checkpoints, metrics), nothing else."""
-    for e in list(os.scandir(out)):
-        if e.is_dir(follow_symlinks=False) and (ckpt._NAME.match(e.name) or
-                                                 e.name.startswith(ckpt.PARTIAL_PREFIX)):
-            ckpt._remove_dir(Path(e.path))
-        elif e.name in OUR_FILES:
-            os.unlink(e.path)
-    ckpt.clean_partial(out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -408,93 +428,47 @@ def resume_options(saved: dict, opts: TrainOptions, given: set) -> tuple[TrainOp
 
 
 # ----------------------------------------------------------------------------------------------
-# The loop
+# A run: everything the loop needs, built before a byte is written
 # ----------------------------------------------------------------------------------------------
-def train(opts: TrainOptions, resume: bool = False, log=print, progress: bool = True,
-          stop: "_Stop | None" = None, on_iter=None, overwrite: bool = False,
-          given: set | None = None) -> TrainResult:
-    """Train (or resume) a model as `opts` says; checkpoints and metrics go to opts.out.
+@dataclass
+class Run:
+    opts: TrainOptions            # the plan, complete (recipe applied, saved options on resume)
+    out: Path                     # the run directory
+    world: dist.World             # this process among the MPI ranks (one process: rank 0 of 1)
+    model: GPT
+    optimizer: optim.AdamW
+    data: Dataset
+    tokenizer: object
+    batch_rng: np.random.Generator      # which training batches
+    dropout_rng: np.random.Generator    # which units dropout drops
+    checksum: str                 # the data's identity: a resume refuses other data
+    start_iter: int = 0
+    best_val: float = math.inf
+    resumes: list = field(default_factory=list)   # what each resume changed, as config.json says
+    saved: dict | None = None     # on resume: the config.json continued from
 
-    given: the option names set on the command line (for --resume: those are the ones that may
-    change the saved plan); None means every option that differs from its default.
-    on_iter(it, stop, model): called before each step; tests use it to simulate a Ctrl-C.
-    """
-    start_time = time.perf_counter()
-    if given is None:
-        defaults = TrainOptions()
-        given = {f.name for f in fields(TrainOptions)
-                 if getattr(opts, f.name) != getattr(defaults, f.name)}
+    @property
+    def resuming(self) -> bool:
+        return self.saved is not None
+
+
+def start_run(opts: TrainOptions, resume: bool, overwrite: bool, given: set, log,
+              world: dist.World, lock: ckpt.RunLock) -> Run:
+    """The Run that `opts` describes (or, resuming, the one saved in opts.out), ready to train:
+    every check done and the run directory written (a fresh run: created, locked, cleared if
+    --overwrite; a resume: its metrics cut back to the checkpoint)."""
     out = Path(opts.out)
-    if resume and overwrite:
-        raise ValueError("--resume continues the run in --out and --overwrite replaces it: "
-                         "give one of them")
-    # Under `mpiexec -n N` every rank runs this function; rank 0 alone writes (lock, metrics,
-    # checkpoints) and prints. tinygpt/distributed.py has the few collective calls used below.
-    world = dist.world()
-    if not world.is_main:
-        log, progress = (lambda *_: None), False
-    lock = ckpt.RunLock(out)
-    with dist.abort_on_error(world):       # one rank fails: every rank stops, none hangs
-        if resume:
-            if not ckpt.is_checkpoint(out):
-                why = (": the run was stopped before its first checkpoint was complete"
-                       if out.is_dir() and _only_debris(out) else " (no checkpoint in it)")
-                raise ckpt.CheckpointError(f"no run to resume in {out}{why}; start one with "
-                                           f"`tinygpt train --out {out}`")
-            if world.is_main:
-                lock.acquire()
-        try:
-            return _train(opts, out, lock, resume, overwrite and not resume, given, log,
-                          progress, stop, on_iter, start_time, world)
-        finally:
-            lock.release()
-
-
-def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_iter, start_time,
-           world):
-    warn = log
-    changes, resumes = [], []
+    saved, start, changes, resumes = None, None, [], []
     if resume:
-        if world.is_main:
-            removed = ckpt.clean_partial(out)
-            if removed:
-                log(f"removed what an interrupted save left in {out}: {', '.join(removed)}")
-            newest = ckpt.list_checkpoints(out)[-1]
-            start, _ = ckpt.find_checkpoint(out, "latest", log=warn)
-            if start.path != newest.path:     # newer ones are damaged: set them aside, visibly
-                for c in ckpt.list_checkpoints(out):
-                    if (c.iteration, c.serial) > (start.iteration, start.serial):
-                        os.rename(c.path, c.path.parent / f"damaged-{c.path.name}")
-                        warn(f"warning: moved the damaged checkpoint {c.path} to "
-                             f"damaged-{c.path.name}")
-        dist.barrier(world)                   # the other ranks read after rank 0 has tidied
-        start, saved = ckpt.find_checkpoint(out, "latest", log=warn)
-        if int(saved.get("world_size", 1)) != world.size:
-            raise ValueError(f"the run in {out} was trained with {saved.get('world_size', 1)} "
-                             f"rank(s); resume it with the same number (now {world.size})")
-        opts, changes = resume_options(saved.get("train", {}), opts, given)
-        decay = saved.get("train", {}).get("lr_decay_iters")
-        if any(c.startswith("--max-iters") for c in changes) and "lr_decay_iters" not in given \
-                and decay is not None:
-            changes.append(f"(the learning-rate decay still ends at iteration {decay}; "
-                           f"--lr-decay-iters changes that)")
-        resumes = list(saved.get("resumes", []))
-        if changes:
-            resumes.append({"iteration": int(saved["iteration"]), "changed": changes})
-    if not resume:
+        opts, saved, start, changes, resumes = _saved_plan(opts, out, given, log, world)
+    else:
         apply_recipe(opts, given)
         if "lr" in given and "min_lr" not in given:
             opts.min_lr = opts.lr / 10         # the decay's floor follows a chosen peak rate
     opts.check()
     if opts.lr_decay_iters is None:     # fixed now: a later --max-iters extends the run
         opts.lr_decay_iters = opts.max_iters   # on a defined schedule
-    threads = opts.threads
-    if threads is None and world.size > 1:         # ranks sharing a machine share its cores
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        threads = max(1, (cores or 1) // world.local_size)
-    if threads:
-        from tensor.kernels import set_num_threads
-        set_num_threads(threads)
+    _use_threads(opts, world)
     start_iter = int(saved["iteration"]) if resume else 0
     if resume and opts.max_iters < start_iter:
         raise ValueError(f"the run in {out} is at iteration {start_iter}; --max-iters "
@@ -505,22 +479,89 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
             opts.init_from = str(Path(opts.init_from).resolve())
         if world.is_main:
             check_out_dir(out, overwrite)
+    data, tokenizer, model_cfg, pretrained, checksum = _data_and_model(opts, saved, given, log)
+    check_memory(model_cfg, opts.batch_size)
 
-    # the data and the model, before anything is written
+    tensor.manual_seed(opts.seed)
+    if resume:
+        model = load_model(start.path, which="latest")[0].train()
+    elif pretrained is not None:
+        model = pretrained
+    else:
+        model = GPT(model_cfg, seed=opts.seed)
+    run = Run(opts, out, world, model,
+              optim.AdamW(model.parameters(), lr=opts.lr, betas=(opts.beta1, opts.beta2),
+                          weight_decay=opts.weight_decay),
+              data, tokenizer, np.random.default_rng(opts.seed),
+              np.random.default_rng(opts.seed + 1 if world.size == 1 else
+                                    [opts.seed + 1, world.rank]),
+              checksum, start_iter, resumes=resumes, saved=saved)
+    for _, m in model.named_modules():
+        if isinstance(m, tensor.nn.Dropout):
+            m.generator = run.dropout_rng
+    if resume:
+        _restore(run, start, changes, log)
+    elif world.is_main:
+        _create_run_dir(out, overwrite, lock)
+    return run
+
+
+def _saved_plan(opts, out: Path, given: set, log, world):
+    """Resuming: tidy the run directory (rank 0), choose the newest checkpoint that verifies
+    (setting aside newer damaged ones), and merge the saved options with the changes given.
+    Returns (options, its config.json, the checkpoint, the changes, the resume history)."""
+    if world.is_main:
+        removed = ckpt.clean_partial(out)
+        if removed:
+            log(f"removed what an interrupted save left in {out}: {', '.join(removed)}")
+        start, _ = ckpt.find_checkpoint(out, "latest", log=log)
+        ckpt.set_aside_newer(out, start, log)
+    dist.barrier(world)                   # the other ranks read after rank 0 has tidied
+    start, saved = ckpt.find_checkpoint(out, "latest", log=log)
+    if int(saved.get("world_size", 1)) != world.size:
+        raise ValueError(f"the run in {out} was trained with {saved.get('world_size', 1)} "
+                         f"rank(s); resume it with the same number (now {world.size})")
+    opts, changes = resume_options(saved.get("train", {}), opts, given)
+    decay = saved.get("train", {}).get("lr_decay_iters")
+    if any(c.startswith("--max-iters") for c in changes) and "lr_decay_iters" not in given \
+            and decay is not None:
+        changes.append(f"(the learning-rate decay still ends at iteration {decay}; "
+                       f"--lr-decay-iters changes that)")
+    resumes = list(saved.get("resumes", []))
+    if changes:
+        resumes.append({"iteration": int(saved["iteration"]), "changed": changes})
+    return opts, saved, start, changes, resumes
+
+
+def _use_threads(opts: TrainOptions, world) -> None:
+    """--threads, or under MPI the cores of this machine shared among its ranks."""
+    threads = opts.threads
+    if threads is None and world.size > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        threads = max(1, (cores or 1) // world.local_size)
+    if threads:
+        from tensor.kernels import set_num_threads
+        set_num_threads(threads)
+
+
+def _data_and_model(opts: TrainOptions, saved, given: set, log):
+    """(dataset, tokenizer, model config, the pretrained model to fine-tune or None, the data's
+    checksum): from --data (a text file, or `tinygpt prepare`'s token files, mapped and never
+    read whole), the saved run, or --init-from."""
     prepared = opts.data is not None and os.path.isdir(opts.data)
-    if prepared:                     # `tinygpt prepare`'s token files: mapped, never read whole
+    if prepared:
         data, meta = open_prepared(opts.data)
         if meta.get("notice"):
             log(meta["notice"])
         text, checksum = None, prepared_checksum(opts.data)
     else:
         text, checksum = load_text(opts.data), data_checksum(opts.data)
-    if resume and saved.get("data_sha256") not in (None, checksum):
+    if saved is not None and saved.get("data_sha256") not in (None, checksum):
         raise ValueError(f"the training data {opts.data or 'the bundled Shakespeare'} changed "
                          f"since this run started (its SHA-256 differs); resuming would train "
                          f"on other text. Restore the file, or start a new run with another --out")
     pretrained = None
-    if resume:
+    if saved is not None:
         tokenizer = tokenizer_from_dict(saved["tokenizer"])
         model_cfg = GPTConfig.from_dict(saved["model"])
     elif opts.init_from:
@@ -538,166 +579,214 @@ def _train(opts, out, lock, resume, overwrite, given, log, progress, stop, on_it
         tokenizer = build_tokenizer(opts.tokenizer, text)
         model_cfg = opts.model_config(tokenizer.vocab_size)
     source = f"--data {opts.data}" if opts.data else "the bundled Shakespeare"
-    if prepared:
-        if meta["tokenizer"] != tokenizer.to_dict():
-            raise ValueError(f"--data {opts.data} was prepared with another tokenizer than the "
-                             f"model's ({meta['tokenizer'].get('type')}); prepare it again with "
-                             f"the model's tokenizer")
-        for split, ids in (("train", data.train), ("val", data.val)):
-            if len(ids) < model_cfg.block_size + 1:
-                raise ValueError(f"{source}: its {split} split holds {len(ids):,} tokens, but one "
-                                 f"example needs block_size + 1 = {model_cfg.block_size + 1}; "
-                                 f"use a smaller --block-size")
-    else:
-        data = Dataset.from_ids(encode(tokenizer, text), model_cfg.block_size, source=source)
-    check_memory(model_cfg, opts.batch_size)
+    if not prepared:
+        return (Dataset.from_ids(encode(tokenizer, text), model_cfg.block_size, source=source),
+                tokenizer, model_cfg, pretrained, checksum)
+    if meta["tokenizer"] != tokenizer.to_dict():
+        raise ValueError(f"--data {opts.data} was prepared with another tokenizer than the "
+                         f"model's ({meta['tokenizer'].get('type')}); prepare it again with "
+                         f"the model's tokenizer")
+    for split, ids in (("train", data.train), ("val", data.val)):
+        if len(ids) < model_cfg.block_size + 1:
+            raise ValueError(f"{source}: its {split} split holds {len(ids):,} tokens, but one "
+                             f"example needs block_size + 1 = {model_cfg.block_size + 1}; "
+                             f"use a smaller --block-size")
+    return data, tokenizer, model_cfg, pretrained, checksum
 
-    tensor.manual_seed(opts.seed)
-    if resume:
-        model = load_model(start.path, which="latest")[0].train()
-    elif pretrained is not None:
-        model = pretrained
-    else:
-        model = GPT(model_cfg, seed=opts.seed)
-    optimizer = optim.AdamW(model.parameters(), lr=opts.lr, betas=(opts.beta1, opts.beta2),
-                            weight_decay=opts.weight_decay)
-    batch_rng = np.random.default_rng(opts.seed)           # which training batches
-    dropout_rng = np.random.default_rng(                   # which units dropout drops
-        opts.seed + 1 if world.size == 1 else [opts.seed + 1, world.rank])
-    for _, m in model.named_modules():
-        if isinstance(m, tensor.nn.Dropout):
-            m.generator = dropout_rng
 
-    # now, and only now, the run directory is written
-    metrics = out / ckpt.METRICS_FILE
-    best_val = math.inf
-    if resume:
-        best_val = float(saved.get("best_val_loss") or math.inf)
-        rng_states = ckpt.load_training_state(start.path, optimizer, start_iter)
-        batch_rng.bit_generator.state = rng_states["batch"]
-        per_rank = rng_states.get("dropout_ranks")         # every rank's stream (over MPI)
-        if world.size == 1:
-            dropout_rng.bit_generator.state = rng_states["dropout"]
-        elif per_rank is not None and len(per_rank) == world.size:
-            dropout_rng.bit_generator.state = per_rank[world.rank]
-        else:       # a checkpoint of an older tinygpt held rank 0's alone: draw a new stream
-            dropout_rng.bit_generator.state = np.random.default_rng(
-                [opts.seed + 1, world.rank, start_iter]).bit_generator.state
-        if world.is_main:
-            _truncate_metrics(metrics, start_iter)
-        log(f"resuming {start.describe()} toward iteration {opts.max_iters}")
-        if changes:
-            log("changed on resume: " + ", ".join(changes))
-        if start_iter == opts.max_iters:
-            log(f"the run is already complete at iteration {start_iter} of {opts.max_iters}; "
-                f"to train longer, resume with a larger --max-iters")
-            return TrainResult(start_iter, best_val, time.perf_counter() - start_time)
-    elif world.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        lock.acquire()                                     # then check again: another process
-        if overwrite or _only_debris(out):                 # may have started in between
-            clear_run(out)
-        elif any(e.name != ckpt.LOCK_FILE for e in os.scandir(out)):
-            raise ValueError(f"--out {out} was written to by another process while this run "
-                             f"was starting; choose another --out")
-        from tensor.io import atomic_write_bytes
-        atomic_write_bytes(metrics, (METRICS_HEADER + "\n").encode())
+def _restore(run: Run, start, changes: list, log) -> None:
+    """Resuming: the optimizer's moments and every random stream as they were saved; the
+    metrics after the checkpoint dropped (a crash may have left some)."""
+    world = run.world
+    run.best_val = float(run.saved.get("best_val_loss") or math.inf)
+    rng_states = ckpt.load_training_state(start.path, run.optimizer, run.start_iter)
+    run.batch_rng.bit_generator.state = rng_states["batch"]
+    if world.size == 1:
+        run.dropout_rng.bit_generator.state = rng_states["dropout"]
+    else:                                                 # every rank's stream (over MPI)
+        run.dropout_rng.bit_generator.state = rng_states["dropout_ranks"][world.rank]
+    if world.is_main:
+        _truncate_metrics(run.out / ckpt.METRICS_FILE, run.start_iter)
+    log(f"resuming {start.describe()} toward iteration {run.opts.max_iters}")
+    if changes:
+        log("changed on resume: " + ", ".join(changes))
 
-    n_params = model.num_parameters()
-    log(f"model: {model_cfg.n_layer} layers, {model_cfg.n_head} heads, {model_cfg.n_embd} dims, "
-        f"block {model_cfg.block_size}, vocab {model_cfg.vocab_size} — {n_params / 1e6:.2f}M "
-        f"parameters; {len(data.train):,} train / {len(data.val):,} val tokens")
 
-    def save(it, val_loss):
-        dropout_states = dist.gather_rng_states(dropout_rng, world)   # every rank takes part
-        if not world.is_main:
-            return
-        config = {"model": model_cfg.to_dict(), "tokenizer": tokenizer.to_dict(),
-                  "train": asdict(opts), "iteration": it, "val_loss": val_loss,
-                  "best_val_loss": best_val if math.isfinite(best_val) else None,
-                  "data_sha256": checksum, "resumes": resumes, "world_size": world.size}
-        states = {"batch": batch_rng.bit_generator.state,
-                  "dropout": dropout_rng.bit_generator.state}
-        if world.size > 1:
-            states["dropout_ranks"] = dropout_states
-        ckpt.save_checkpoint(out, model, config, optimizer, states)
+def _create_run_dir(out: Path, overwrite: bool, lock: ckpt.RunLock) -> None:
+    """A fresh run's directory: created, locked, cleared (--overwrite, or a killed first run's
+    debris), and a metrics.csv with its header."""
+    out.mkdir(parents=True, exist_ok=True)
+    lock.acquire()                                     # then check again: another process
+    if overwrite or ckpt.only_debris(out):             # may have started in between
+        ckpt.clear_run(out)
+    elif any(e.name != ckpt.LOCK_FILE for e in os.scandir(out)):
+        raise ValueError(f"--out {out} was written to by another process while this run "
+                         f"was starting; choose another --out")
+    from tensor.io import atomic_write_bytes
+    atomic_write_bytes(out / ckpt.METRICS_FILE, (METRICS_HEADER + "\n").encode())
 
-    params = model.parameters()
-    T, B, G = model_cfg.block_size, opts.batch_size, opts.grad_accum
-    reducer = dist.GradientReducer(params, world)          # averages gradients over the ranks
-    def draw(rng):
-        return data.batch("train", B, T, rng)
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------
+def run_loop(run: Run, log=print, progress: bool = True, stop: "_Stop | None" = None,
+             on_iter=None, start_time: float | None = None) -> TrainResult:
+    """Train `run` to opts.max_iters: evaluate and save every eval_interval iterations (and at
+    the end), stop cleanly on Ctrl-C. on_iter(it, stop, model), if given, is called before each
+    step: a place to watch a run or steer it (stop.requested = True stops it as Ctrl-C would)."""
+    opts, model, world = run.opts, run.model, run.world
+    start_time = time.perf_counter() if start_time is None else start_time
+    B, T, G = opts.batch_size, run.model.config.block_size, opts.grad_accum
+    reducer = dist.GradientReducer(model.parameters(), world)   # averages gradients over ranks
     history, train_time, train_tokens = [], 0.0, 0
-    stop_ctx = stop or _Stop()
-    bar = Progress(opts.max_iters, desc="train", unit="tok", enabled=progress, start=start_iter,
-                   scale=B * T * G * world.size, echo=log)
-    interrupted = False
-    it = start_iter
-
-    def lr_at(it):
-        return optim.cosine_lr(it, opts.lr, opts.min_lr, opts.warmup_iters, opts.lr_decay_iters)
-
-    with stop_ctx:
+    stop = stop or _Stop()
+    bar = Progress(opts.max_iters, desc="train", unit="tok", enabled=progress,
+                   start=run.start_iter, scale=B * T * G * world.size, echo=log)
+    it, interrupted = run.start_iter, False
+    with stop:
         while True:
-            lr = lr_at(it)
-            fresh = not (resume and it == start_iter)      # that eval is already in metrics.csv
+            lr = optim.cosine_lr(it, opts.lr, opts.min_lr, opts.warmup_iters, opts.lr_decay_iters)
+            fresh = not (run.resuming and it == run.start_iter)   # that eval is in metrics.csv
             if fresh and (it % opts.eval_interval == 0 or it == opts.max_iters):
-                losses = estimate_loss(model, data, opts.batch_size, T, opts.eval_iters,
-                                       [opts.seed, it], world)
-                dist.check_same(params, world, f"at iteration {it}")
                 tps = train_tokens / train_time if train_time else 0.0
-                row = {"iter": it, "train_loss": losses["train"], "val_loss": losses["val"],
-                       "lr": lr, "tokens_per_sec": tps,
-                       "elapsed_s": time.perf_counter() - start_time}
-                history.append(row)
-                if world.is_main:
-                    _append_metrics(metrics, row)
-                best_val = min(best_val, losses["val"])
-                bar.write(f"iter {it}: train loss {losses['train']:.4f}, "
-                          f"val loss {losses['val']:.4f}")
-                save(it, losses["val"])
+                history.append(evaluate_and_save(run, it, lr, tps, start_time, bar))
             if it >= opts.max_iters:
                 break
             if on_iter is not None:
-                on_iter(it, stop_ctx, model)
-            ckpt.kill_point_iteration(it)
-            if dist.any_rank(stop_ctx.requested, world):      # every rank stops at one step
-                save(it, None)
+                on_iter(it, stop, model)
+            if dist.any_rank(stop.requested, world):      # every rank stops at one step
+                save(run, it, None)
                 interrupted = True
                 break
-
             t0 = time.perf_counter()
-            # --grad-accum G: the gradients of G micro-batches, each of the mean loss / G, add
-            # up to the gradient of one batch G times larger (tests/test_runs.py checks it)
-            model.zero_grad()
-            loss_value = 0.0
-            for x, y in micro_batches(batch_rng, draw, G, world.rank, world.size):
-                _, loss = model(x, y)
-                loss_value += loss.item() / G
-                (loss * (1.0 / G) if G > 1 else loss).backward()
-            reducer.reduce()                    # over MPI: the mean gradient of all ranks
-            loss_value = dist.allreduce_mean(loss_value, world)
-            if not math.isfinite(loss_value):
+            loss = train_step(run, lr, reducer)
+            if not math.isfinite(loss):
                 bar.close()
                 raise NonFiniteLoss(
-                    f"the loss became {loss_value} at iteration {it}; stopping. The last good "
-                    f"checkpoint in {out} is kept: continue from it with a lower learning rate, "
-                    f"e.g. `tinygpt train --resume --out {out} --lr {opts.lr / 3:.3g}`, or a "
-                    f"smaller --grad-clip.")
-            optim.clip_grad_norm_(params, opts.grad_clip)
-            optimizer.lr = lr
-            optimizer.step()
+                    f"the loss became {loss} at iteration {it}; stopping. The last good "
+                    f"checkpoint in {run.out} is kept: continue from it with a lower learning "
+                    f"rate, e.g. `tinygpt train --resume --out {run.out} --lr {opts.lr / 3:.3g}`, "
+                    f"or a smaller --grad-clip.")
             train_time += time.perf_counter() - t0
             train_tokens += B * T * G * world.size
             it += 1
-            bar.update(it, loss=f"{loss_value:.4f}", lr=f"{lr:.1e}")
+            bar.update(it, loss=f"{loss:.4f}", lr=f"{lr:.1e}")
     bar.close()
     wall = time.perf_counter() - start_time
     if interrupted:
-        log(f"interrupted: checkpoint saved at iteration {it} in {out}; continue the same run "
-            f"with `tinygpt train --resume --out {out}`")
-    log(f"best val loss {best_val:.4f} · {it} iterations · wall time {wall:.1f} s")
-    return TrainResult(it, best_val, wall, interrupted, history)
+        log(f"interrupted: checkpoint saved at iteration {it} in {run.out}; continue the same "
+            f"run with `tinygpt train --resume --out {run.out}`")
+    log(f"best val loss {run.best_val:.4f} · {it} iterations · wall time {wall:.1f} s")
+    return TrainResult(it, run.best_val, wall, interrupted, history)
+
+
+def train_step(run: Run, lr: float, reducer) -> float:
+    """One AdamW step on opts.grad_accum micro-batches; returns the mean loss (over the ranks).
+    --grad-accum G: the gradients of G micro-batches, each of the mean loss / G, add up to the
+    gradient of one batch G times larger (tests/test_train.py checks it). A non-finite loss is
+    returned before the weights change."""
+    opts, model, world = run.opts, run.model, run.world
+    G, T = opts.grad_accum, model.config.block_size
+    model.zero_grad()
+    loss_value = 0.0
+    draw = lambda rng: run.data.batch("train", opts.batch_size, T, rng)     # noqa: E731
+    for x, y in micro_batches(run.batch_rng, draw, G, world.rank, world.size):
+        _, loss = model(x, y)
+        loss_value += loss.item() / G
+        (loss * (1.0 / G) if G > 1 else loss).backward()
+    reducer.reduce()                    # over MPI: the mean gradient of all ranks
+    loss_value = dist.allreduce_mean(loss_value, world)
+    if math.isfinite(loss_value):
+        optim.clip_grad_norm_(model.parameters(), opts.grad_clip)
+        run.optimizer.lr = lr
+        run.optimizer.step()
+    return loss_value
+
+
+def evaluate_and_save(run: Run, it: int, lr: float, tokens_per_sec: float, start_time: float,
+                      bar) -> dict:
+    """Estimate both losses, append them to metrics.csv, print them, and save a checkpoint."""
+    opts = run.opts
+    losses = estimate_loss(run.model, run.data, opts.batch_size, run.model.config.block_size,
+                           opts.eval_iters, [opts.seed, it], run.world)
+    dist.check_same(run.model.parameters(), run.world, f"at iteration {it}")
+    row = {"iter": it, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
+           "tokens_per_sec": tokens_per_sec, "elapsed_s": time.perf_counter() - start_time}
+    if run.world.is_main:
+        _append_metrics(run.out / ckpt.METRICS_FILE, row)
+    run.best_val = min(run.best_val, losses["val"])
+    bar.write(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+    save(run, it, losses["val"])
+    return row
+
+
+def save(run: Run, it: int, val_loss) -> None:
+    """A checkpoint of the run at iteration it (val_loss: its evaluation, or None)."""
+    world = run.world
+    dropout_states = dist.gather_rng_states(run.dropout_rng, world)   # every rank takes part
+    if not world.is_main:
+        return
+    config = {"model": run.model.config.to_dict(), "tokenizer": run.tokenizer.to_dict(),
+              "train": asdict(run.opts), "iteration": it, "val_loss": val_loss,
+              "best_val_loss": run.best_val if math.isfinite(run.best_val) else None,
+              "data_sha256": run.checksum, "resumes": run.resumes, "world_size": world.size}
+    states = {"batch": run.batch_rng.bit_generator.state,
+              "dropout": run.dropout_rng.bit_generator.state}
+    if world.size > 1:
+        states["dropout_ranks"] = dropout_states
+    ckpt.save_checkpoint(run.out, run.model, config, run.optimizer, states)
+
+
+def train(opts: TrainOptions, resume: bool = False, log=print, progress: bool = True,
+          stop: "_Stop | None" = None, on_iter=None, overwrite: bool = False,
+          given: set | None = None) -> TrainResult:
+    """Train (or resume) a model as `opts` says; checkpoints and metrics go to opts.out.
+
+    given: the option names set on the command line (for --resume: those are the ones that may
+    change the saved plan); None means every option that differs from its default.
+    on_iter(it, stop, model): called before each step (run_loop says more).
+    """
+    start_time = time.perf_counter()
+    if given is None:
+        defaults = TrainOptions()
+        given = {f.name for f in fields(TrainOptions)
+                 if getattr(opts, f.name) != getattr(defaults, f.name)}
+    out = Path(opts.out)
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite replaces it: "
+                         "give one of them")
+    # Under `mpiexec -n N` every rank runs this function; rank 0 alone writes (lock, metrics,
+    # checkpoints) and prints. tinygpt/distributed.py has the few collective calls used here.
+    world = dist.world()
+    if not world.is_main:
+        log, progress = (lambda *_: None), False
+    lock = ckpt.RunLock(out)
+    with dist.abort_on_error(world):       # one rank fails: every rank stops, none hangs
+        if resume:
+            if not ckpt.is_checkpoint(out):
+                why = (": the run was stopped before its first checkpoint was complete"
+                       if out.is_dir() and ckpt.only_debris(out) else " (no checkpoint in it)")
+                raise ckpt.CheckpointError(f"no run to resume in {out}{why}; start one with "
+                                           f"`tinygpt train --out {out}`")
+            if world.is_main:
+                lock.acquire()
+        try:
+            run = start_run(opts, resume, overwrite and not resume, given, log, world, lock)
+            if run.resuming and run.start_iter == run.opts.max_iters:
+                log(f"the run is already complete at iteration {run.start_iter} of "
+                    f"{run.opts.max_iters}; to train longer, resume with a larger --max-iters")
+                return TrainResult(run.start_iter, run.best_val, time.perf_counter() - start_time)
+            _describe(run, log)
+            return run_loop(run, log, progress, stop, on_iter, start_time)
+        finally:
+            lock.release()
+
+
+def _describe(run: Run, log) -> None:
+    c = run.model.config
+    log(f"model: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} dims, block {c.block_size}, "
+        f"vocab {c.vocab_size} — {run.model.num_parameters() / 1e6:.2f}M parameters; "
+        f"{len(run.data.train):,} train / {len(run.data.val):,} val tokens")
 
 
 def _append_metrics(path: Path, row: dict):

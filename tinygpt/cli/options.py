@@ -7,6 +7,8 @@ import math
 
 import click
 
+from ..train import TrainOptions
+
 
 class Number(click.FloatRange):
     """A finite float, optionally within a range. (click's FloatRange lets `nan` through, since
@@ -23,8 +25,7 @@ class Number(click.FloatRange):
 POSITIVE = click.IntRange(min=1)
 SEED = click.IntRange(0, 2**32 - 1)        # what NumPy's generators accept
 
-THREADS_HELP = ("CPU threads for the kernels (default: auto, the cores other processes leave "
-                "free, looked at again every second).")
+THREADS_HELP = TrainOptions.__dataclass_fields__["threads"].metadata["help"]   # said once
 
 
 def threads_option(f):

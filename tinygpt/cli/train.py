@@ -1,13 +1,19 @@
-"""`tinygpt train`: train a GPT on text; checkpoints and metrics go to --out."""
+"""`tinygpt train`: train a GPT on text; checkpoints and metrics go to --out.
+
+Every option comes from a field of tinygpt.train.TrainOptions, where its default, its range and
+its help are written once; this module turns each into a click option (a value out of range is
+refused as click refuses any bad value: the option named, exit 2) and adds the flags that say
+how to run rather than what to train (--resume, --overwrite, --quiet)."""
 from __future__ import annotations
 
 import sys
+from dataclasses import MISSING, fields
 
 import click
 from click.core import ParameterSource
 
-from ..model import PRESETS
-from .options import Number, POSITIVE, SEED, threads_option
+from ..train import TrainOptions
+from .options import Number
 
 
 def _presets_epilog() -> str:
@@ -16,54 +22,42 @@ def _presets_epilog() -> str:
         describe_presets()
 
 
+def _click_type(f):
+    """The click type of a TrainOptions field, from its annotation and its range."""
+    rules, kind = f.metadata, str(f.type)
+    if rules["choices"] is not None:
+        return click.Choice(list(rules["choices"]))
+    if rules["click"].get("path") == "exists":
+        return click.Path(exists=True)
+    if rules["click"].get("path"):
+        return click.Path()
+    bounds = dict(min=rules["low"], max=rules["high"], min_open=rules["low_open"],
+                  max_open=rules["high_open"])
+    if kind.startswith("int"):
+        return click.IntRange(**bounds)
+    if kind.startswith("float"):
+        return Number(**bounds)
+    return str
+
+
+def train_options(command):
+    """One click option per TrainOptions field (bool fields as --x/--no-x flags)."""
+    for f in reversed([f for f in fields(TrainOptions) if f.metadata["cli"]]):
+        name = "--" + f.name.replace("_", "-")
+        default = None if f.default is MISSING else f.default
+        help = f.metadata["help"] or None
+        extra = {k: v for k, v in f.metadata["click"].items() if k != "path"}
+        if str(f.type).startswith("bool"):
+            option = click.option(f"{name}/--no-{name[2:]}", f.name, default=default, help=help)
+        else:
+            option = click.option(name, f.name, type=_click_type(f), default=default,
+                                  show_default=default is not None, help=help, **extra)
+        command = option(command)
+    return command
+
+
 @click.command("train", epilog=_presets_epilog())
-@click.option("--preset", type=click.Choice(list(PRESETS)), default="baby", show_default=True,
-              help="Model and training recipe to start from (listed below); the options "
-                   "override its values.")
-@click.option("--n-layer", type=POSITIVE, help="Transformer blocks.")
-@click.option("--n-head", type=POSITIVE, help="Attention heads per block.")
-@click.option("--n-embd", type=POSITIVE, help="Embedding width (divisible by n-head).")
-@click.option("--block-size", type=POSITIVE, help="Context length in tokens.")
-@click.option("--dropout", type=Number(0, 1, max_open=True), help="Dropout probability.")
-@click.option("--bias/--no-bias", default=None,
-              help="Biases in the Linear and LayerNorm layers (default: the preset's).")
-@click.option("--batch-size", type=POSITIVE, default=12, show_default=True,
-              help="Sequences per micro-batch.")
-@click.option("--grad-accum", type=POSITIVE, default=1, show_default=True,
-              help="Micro-batches whose gradients are summed into one step: the effective "
-                   "batch is --batch-size x --grad-accum, in the memory of one micro-batch.")
-@click.option("--max-iters", type=POSITIVE, default=2000, show_default=True,
-              help="Iterations in all (with --resume: train on to this iteration).")
-@click.option("--lr", type=Number(0, min_open=True), default=1e-3, show_default=True,
-              help="Peak learning rate.")
-@click.option("--min-lr", type=Number(0), default=1e-4, show_default=True,
-              help="Learning rate at the end of the cosine decay (with --lr given: --lr / 10).")
-@click.option("--warmup-iters", type=click.IntRange(0), default=100, show_default=True)
-@click.option("--lr-decay-iters", type=POSITIVE,
-              help="Length of the cosine decay; after it the rate stays at --min-lr "
-                   "(default: --max-iters of the run's start, kept when --resume extends it).")
-@click.option("--weight-decay", type=Number(0), default=0.1, show_default=True)
-@click.option("--grad-clip", type=Number(0), default=1.0, show_default=True,
-              help="Clip the global gradient norm to this (0: no clipping).")
-@click.option("--eval-interval", type=POSITIVE, default=250, show_default=True,
-              help="Evaluate (and checkpoint) every this many iterations.")
-@click.option("--eval-iters", type=POSITIVE, default=20, show_default=True,
-              help="Batches averaged per evaluation.")
-@click.option("--seed", type=SEED, default=1337, show_default=True)
-@click.option("--out", type=click.Path(), default="out", show_default=True,
-              help="The run directory: checkpoints (the latest and the best) and metrics.csv.")
-@click.option("--data", type=click.Path(exists=True),
-              help="A UTF-8 text file to train on, or a directory written by `tinygpt prepare` "
-                   "(or nanoGPT's prepare.py) whose token files are read from disk as needed "
-                   "(default: the bundled tiny Shakespeare).")
-@click.option("--tokenizer", type=click.Choice(["char", "gpt2"]), default="char",
-              show_default=True, help="Characters, or GPT-2's byte-level BPE.")
-@click.option("--init-from", metavar="NAME|DIR",
-              help="Fine-tune: start from gpt2, gpt2-medium, gpt2-large, gpt2-xl, a Hugging Face "
-                   "GPT-2 directory or a training run (its best checkpoint). Its architecture "
-                   "and tokenizer are kept; --block-size may shorten the context, --dropout "
-                   "may change (default 0); the optimizer starts fresh.")
-@threads_option
+@train_options
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out with its saved options; --max-iters, --lr, "
                    "--min-lr, --warmup-iters, --lr-decay-iters, --weight-decay, --grad-clip, "
@@ -84,14 +78,14 @@ def train_cmd(ctx, resume, overwrite, quiet, **kwargs):
     (lowest val loss, what `sample` and `export` use). Ctrl-C saves and stops; the printed
     command continues the same run. A fresh run never writes into a non-empty --out.
     """
-    from ..train import TrainOptions, train as run, NonFiniteLoss
     from ..checkpoint import CheckpointError
+    from ..train import NonFiniteLoss, train
     given = {name for name in kwargs
              if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)}
     opts = TrainOptions(**kwargs)
     try:
-        result = run(opts, resume=resume, overwrite=overwrite, given=given, log=click.echo,
-                     progress=not quiet)
+        result = train(opts, resume=resume, overwrite=overwrite, given=given, log=click.echo,
+                       progress=not quiet)
     except (ValueError, CheckpointError) as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:              # a full disk, a read-only --out, /dev/null/x, ...
