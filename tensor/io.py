@@ -40,7 +40,6 @@ __all__ = [
     "SafetensorsError",
     "save_safetensors",
     "load_safetensors",
-    "load_safetensors_metadata",
     "open_safetensors",
     "SafetensorsFile",
     "atomic_open",
@@ -237,15 +236,6 @@ def load_safetensors(path, *, to_float32: bool = False, raw: bool = False) -> di
     """
     with open_safetensors(path) as f:
         return {name: f.read(name, to_float32=to_float32, raw=raw) for name in f.names()}
-
-
-def load_safetensors_metadata(path) -> dict[str, str]:
-    """The "__metadata__" of a safetensors file ({} when it has none).
-
-    The whole header is validated, as by load_safetensors, but no tensor data is read.
-    """
-    with open_safetensors(path) as f:
-        return dict(f.metadata)
 
 
 def open_safetensors(path) -> SafetensorsFile:

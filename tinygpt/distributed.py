@@ -86,11 +86,6 @@ class World:
         self.comm.Allgather(row, out)
         return out
 
-    def broadcast_(self, arr: np.ndarray, root: int = 0) -> None:
-        """arr <- root's arr, in place, on every rank."""
-        if self.size > 1:
-            self.comm.Bcast(arr, root=root)
-
 
 def world(environ=None) -> World:
     """The world this process was launched into: size 1 unless started by an MPI launcher.
@@ -304,16 +299,6 @@ def gather_rng_states(rng: np.random.Generator, world: World | None = None) -> l
              "has_uint32": int(r[4]), "uinteger": int(r[5])} for r in world.gather(row)]
 
 
-def broadcast_arrays(arrays, root: int = 0, world: World | None = None) -> None:
-    """Overwrite each array, in place, with rank `root`'s copy (e.g. the initial weights)."""
-    world = world or World()
-    for a in arrays:
-        if not (isinstance(a, np.ndarray) and a.flags.c_contiguous and a.flags.writeable):
-            raise ValueError("broadcast_arrays: every array must be a writable, C-contiguous "
-                             "numpy array (pass p.data of each parameter)")
-        world.broadcast_(a, root)
-
-
 def checksum(params) -> tuple[float, int]:
     """(float64 sum of all weights, CRC-32 of their bytes): two numbers that differ between
     two ranks as soon as one bit of one weight does (the sum for a reader, the CRC for bits)."""
@@ -342,7 +327,7 @@ def check_same(params, world: World | None = None, where: str = "") -> None:
         f"check_same{' ' + where if where else ''}: the weights differ between ranks ({table}). "
         f"Every rank must apply the same update: check that all ranks run the same tinygpt and "
         f"NumPy versions, that each rank's gradients went through GradientReducer.reduce(), and "
-        f"that every rank started from the same weights (broadcast_arrays) and optimizer state.")
+        f"that every rank started from the same weights (the same --seed) and optimizer state.")
 
 
 # -- what goes over the network ------------------------------------------------------------------
@@ -358,6 +343,7 @@ def traffic_table(sizes=(2, 8), links_gbit=(1, 10), dtype_bytes: int = 4) -> str
     rank sends per step in a ring Allreduce, and how long that takes at each link speed
     (bandwidth only: no latency, no overlap with compute). Cells read "2 ranks / 8 ranks"."""
     from .model import PRESETS, GPTConfig
+    from .params import count_parameters
     ranks = " / ".join(map(str, sizes))
     head = ["preset", "parameters", "gradient buffer", f"sent per rank ({ranks} ranks)"]
     head += [f"at {g} Gb/s ({ranks} ranks)" for g in links_gbit]
@@ -372,19 +358,6 @@ def traffic_table(sizes=(2, 8), links_gbit=(1, 10), dtype_bytes: int = 4) -> str
         row += [" / ".join(f"{b * 8 / (g * 1e9):.3g} s" for b in sent) for g in links_gbit]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
-
-
-def count_parameters(cfg) -> int:
-    """GPT-2's parameter count from its config, without building the model (weights tied)."""
-    C, L, V, T = cfg.n_embd, cfg.n_layer, cfg.vocab_size, cfg.block_size
-    b = 1 if cfg.bias else 0
-    per_block = (C + C * b                         # ln_1 (gain, bias)
-                 + C * 3 * C + 3 * C * b           # attn.c_attn
-                 + C * C + C * b                   # attn.c_proj
-                 + C + C * b                       # ln_2
-                 + C * 4 * C + 4 * C * b           # mlp.c_fc
-                 + 4 * C * C + C * b)              # mlp.c_proj
-    return V * C + T * C + L * per_block + C + C * b     # wte (= lm_head), wpe, blocks, ln_f
 
 
 if __name__ == "__main__":      # python -m tinygpt.distributed: the traffic table of docs/performance.md
