@@ -159,10 +159,12 @@ def _out_of_range(value, rules) -> str | None:
 # Each preset's recipe: what `--preset NAME` sets besides the architecture (tinygpt/model.py's
 # PRESETS), unless given on the command line. "time" is rough, for a 2-core laptop-class CPU at
 # the measured tokens/s of each size (docs/performance.md).
+# TrainOptions' defaults are the `baby` recipe (the reference CPU run), so it is not written twice.
+_RECIPE = ("batch_size", "max_iters", "lr", "min_lr", "warmup_iters", "beta2", "eval_interval",
+           "eval_iters", "tokenizer")
 RECIPES = {
-    "baby": dict(batch_size=12, max_iters=2000, lr=1e-3, min_lr=1e-4, warmup_iters=100,
-                 beta2=0.99, eval_interval=250, eval_iters=20, tokenizer="char",
-                 time="~2 min on 2 cores"),
+    "baby": {**{name: getattr(TrainOptions(), name) for name in _RECIPE},
+             "time": "~2 min on 2 cores"},
     # nanoGPT's train_shakespeare_char.py, as published (a GPU recipe)
     "shakespeare-char": dict(batch_size=64, max_iters=5000, lr=1e-3, min_lr=1e-4,
                              warmup_iters=100, beta2=0.99, eval_interval=250, eval_iters=200,
