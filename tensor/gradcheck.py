@@ -15,7 +15,8 @@ from builtins import max as builtins_max
 
 import numpy as np
 
-from .tensor import Tensor, no_grad
+from .mode import no_grad
+from .tensor import Tensor
 
 FULL_JACOBIAN_MAX = 64      # inputs with at most this many elements are checked element-wise
 
