@@ -11,15 +11,13 @@ build layers and optimizers on top.  Nothing here knows about GPT.
 """
 import os as _os
 
-# Before NumPy loads OpenBLAS: after each parallel product, OpenBLAS's idle threads spin for
-# 2^28 cycles (about 0.1 s) before they sleep, holding a core that Numba's threads (the
-# quantized kernels, tensor/kernels/quantized.py) then wait for: a GPT-2 prompt pass right after
-# one 2-thread product took 90-160 ms instead of 40 on the 2-core Xeon. 2^24 cycles (about
-# 6 ms) keeps them awake between the back-to-back products of a training step and asleep soon
-# after (measured: a baby step took the same time at 2^24 and 2^28, 1-2% longer at 2^22 and 5%
-# at 2^18-2^20; the prompt pass took 41-48 ms at 2^24). Only an OpenBLAS loaded after this
-# line reads it: import tensor (or tinygpt, which sets the same) before numpy, or set the
-# variable yourself. (tinygpt/__init__.py repeats it, because `import tinygpt` stays cheap.)
+# Before NumPy loads OpenBLAS: after each parallel product OpenBLAS's idle threads spin for
+# 2^28 cycles (about 0.1 s) by default, holding a core that Numba's threads (the quantized
+# kernels) then wait for. 2^24 cycles (about 6 ms) keeps them awake between the back-to-back
+# products of a training step and asleep soon after: the measurements are in
+# benchmarks/README.md ("OpenBLAS's spin"). Only an OpenBLAS loaded after this line reads it:
+# import tensor (or tinygpt, which sets the same) before numpy, or set the variable yourself.
+# (tinygpt/__init__.py repeats it, because `import tinygpt` stays cheap.)
 OPENBLAS_THREAD_TIMEOUT = "24"
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", OPENBLAS_THREAD_TIMEOUT)
 
