@@ -204,43 +204,47 @@ class Tensor:
         return _F.getitem(self, index)
 
     # -- methods, so that `x.exp().sum(axis=-1)` reads naturally --------------------------------
+    # elementwise
     def exp(self):                 return _F.exp(self)
     def log(self):                 return _F.log(self)
     def sqrt(self):                return _F.sqrt(self)
-    def tanh(self):                return _F.tanh(self)
-    def relu(self):                return _F.relu(self)
-    def gelu(self, approximate="tanh"): return _F.gelu(self, approximate)
-    def sum(self, axis=None, keepdims=False):  return _F.sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return _F.mean(self, axis, keepdims)
-    def max(self, axis=None, keepdims=False):  return _F.max(self, axis, keepdims)
-    def var(self, axis=None, keepdims=False, *, correction=0):
-        return _F.var(self, axis, keepdims, correction=correction)
-    def reshape(self, *shape):     return _F.reshape(self, *shape)
-    def transpose(self, *axes):    return _F.transpose(self, *axes)
-    def permute(self, *axes):      return _F.permute(self, *axes)
-    def softmax(self, axis=-1):    return _F.softmax(self, axis)
-    def log_softmax(self, axis=-1): return _F.log_softmax(self, axis)
-    def abs(self):                 return _F.abs(self)
-    def sigmoid(self):             return _F.sigmoid(self)
-    def silu(self):                return _F.silu(self)
     def rsqrt(self):               return _F.rsqrt(self)
+    def tanh(self):                return _F.tanh(self)
+    def abs(self):                 return _F.abs(self)
     def clip(self, min=None, max=None):   return _F.clip(self, min, max)
     def clamp(self, min=None, max=None):  return _F.clip(self, min, max)
     def maximum(self, other):      return _F.maximum(self, other)
     def minimum(self, other):      return _F.minimum(self, other)
-    def min(self, axis=None, keepdims=False):       return _F.min(self, axis, keepdims)
+    def masked_fill(self, mask, value): return _F.masked_fill(self, mask, value)
+    # reductions
+    def sum(self, axis=None, keepdims=False):  return _F.sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return _F.mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False):  return _F.max(self, axis, keepdims)
+    def min(self, axis=None, keepdims=False):  return _F.min(self, axis, keepdims)
     def argmax(self, axis=None, keepdims=False):    return _F.argmax(self, axis, keepdims)
     def argmin(self, axis=None, keepdims=False):    return _F.argmin(self, axis, keepdims)
-    def logsumexp(self, axis=None, keepdims=False): return _F.logsumexp(self, axis, keepdims)
+    def var(self, axis=None, keepdims=False, *, correction=0):
+        return _F.var(self, axis, keepdims, correction=correction)
     def std(self, axis=None, keepdims=False, *, correction=0):
         return _F.std(self, axis, keepdims, correction=correction)
+    def logsumexp(self, axis=None, keepdims=False): return _F.logsumexp(self, axis, keepdims)
+    # shape and indexing
+    def reshape(self, *shape):     return _F.reshape(self, *shape)
+    def transpose(self, *axes):    return _F.transpose(self, *axes)
+    def permute(self, *axes):      return _F.permute(self, *axes)
     def expand(self, *shape):      return _F.expand(self, *shape)
     def broadcast_to(self, *shape): return _F.expand(self, *shape)
     def repeat(self, *sizes):      return _F.repeat(self, *sizes)
     def gather(self, axis, index): return _F.gather(self, axis, index)
     def tril(self, diagonal=0):    return _F.tril(self, diagonal)
     def triu(self, diagonal=0):    return _F.triu(self, diagonal)
-    def masked_fill(self, mask, value): return _F.masked_fill(self, mask, value)
+    # activations, softmax
+    def relu(self):                return _F.relu(self)
+    def gelu(self, approximate="tanh"): return _F.gelu(self, approximate)
+    def sigmoid(self):             return _F.sigmoid(self)
+    def silu(self):                return _F.silu(self)
+    def softmax(self, axis=-1):    return _F.softmax(self, axis)
+    def log_softmax(self, axis=-1): return _F.log_softmax(self, axis)
 
     @property
     def T(self):
