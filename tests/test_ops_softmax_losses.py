@@ -10,6 +10,7 @@ from hypothesis.extra import numpy as hnp
 
 import tensor
 from tensor import functional as F
+from tensor import kernels
 from ops_helpers import (AXIS_SHAPES, N_EXAMPLES, N_TORCH_EXAMPLES, SEEDS, TF, assert_forward,
                          assert_same, check, covers, cross_entropy_reference, leaf,
                          log_softmax_reference, needs_torch, normal, positive, torch)
@@ -69,6 +70,22 @@ def test_grad_softmax_scaled_and_causal(batch, tq, extra_keys, scale, causal, se
 def test_causal_softmax_needs_the_last_axis():
     with pytest.raises(ValueError, match="causal"):
         F.softmax(leaf(normal(0, (3, 3))), axis=0, causal=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_softmax_without_the_kernels_is_the_kernels_reference_exactly(causal, dtype):
+    # the NumPy lines in tensor/functional.py and the kernels' oracle in tensor/kernels/softmax.py
+    # are the same arithmetic: equal to the last bit, forward and backward
+    a = normal(0, (2, 3, 5)).astype(dtype)
+    g = normal(1, (2, 3, 5)).astype(dtype)
+    x = tensor.Tensor(a, requires_grad=True)
+    with tensor.fused(False):
+        out = F.softmax(x, -1, scale=0.7, causal=causal)
+    out.backward(g)
+    y = kernels.softmax_forward_ref(a, 0.7, causal)
+    np.testing.assert_array_equal(out.data, y)
+    np.testing.assert_array_equal(x.grad, kernels.softmax_backward_ref(y, g, 0.7))
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "numpy"])
