@@ -542,13 +542,6 @@ def logsumexp(x, axis=None, keepdims=False) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 # Shape and indexing: they move numbers around, so backward moves the gradient back
 # ---------------------------------------------------------------------------------------------
-def _sizes(op: str, sizes) -> tuple:
-    sizes = sizes[0] if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
-    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in sizes):
-        raise TypeError(f"{op}: sizes must be ints, got {tuple(sizes)}")
-    return tuple(int(s) for s in sizes)
-
-
 # out = x viewed with a new shape;  dx = g viewed with x's shape
 def reshape(x, *shape) -> Tensor:
     x = as_tensor(x)
@@ -592,6 +585,14 @@ def transpose(x, *axes) -> Tensor:
             x.grad += g.swapaxes(a, b)
         return _node(x.data.swapaxes(a, b), "transpose", (x,), backward)
     return _permute("transpose", x, axes)
+
+
+def _sizes(op: str, sizes) -> tuple:
+    """The sizes of expand, repeat and pad: ints, given one by one or as one tuple."""
+    sizes = sizes[0] if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
+    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in sizes):
+        raise TypeError(f"{op}: sizes must be ints, got {tuple(sizes)}")
+    return tuple(int(s) for s in sizes)
 
 
 # out = x broadcast to `shape` (a read-only view, no copy);  dx = g summed over the copies
