@@ -49,7 +49,9 @@ class Tensor:
     @property
     def grad(self):
         """dLoss/dself: None until a backward reaches this tensor, then an array of its shape and
-        dtype that it owns (writing into it changes no other tensor's gradient). Only while
+        dtype. Backward gives each tensor an array of its own, so writing into one changes no
+        other tensor's gradient. An array you assign is kept as it is if it has this shape and
+        dtype and is writable (as in PyTorch), else copied into one that does. Only while
         backward runs may it hold a placeholder: see "How gradients accumulate" below."""
         return self._grad
 
