@@ -11,48 +11,56 @@ build layers and optimizers on top.  Nothing here knows about GPT.
 """
 import os as _os
 
-# Before NumPy loads OpenBLAS: after each parallel product, OpenBLAS's idle threads spin for
-# 2^28 cycles (about 0.1 s) before they sleep, holding a core that Numba's threads (the
-# quantized kernels, tensor/kernels/quantized.py) then wait for: a GPT-2 prompt pass right after
-# one 2-thread product took 90-160 ms instead of 40 on the 2-core Xeon. 2^24 cycles (about
-# 6 ms) keeps them awake between the back-to-back products of a training step and asleep soon
-# after (measured: a baby step took the same time at 2^24 and 2^28, 1-2% longer at 2^22 and 5%
-# at 2^18-2^20; the prompt pass took 41-48 ms at 2^24). Only an OpenBLAS loaded after this
-# line reads it: import tensor (or tinygpt, which sets the same) before numpy, or set the
-# variable yourself. (tinygpt/__init__.py repeats it, because `import tinygpt` stays cheap.)
+# Before NumPy loads OpenBLAS: after each parallel product OpenBLAS's idle threads spin for
+# 2^28 cycles (about 0.1 s) by default, holding a core that Numba's threads (the quantized
+# kernels) then wait for. 2^24 cycles (about 6 ms) keeps them awake between the back-to-back
+# products of a training step and asleep soon after: the measurements are in
+# benchmarks/README.md ("OpenBLAS's spin"). Only an OpenBLAS loaded after this line reads it:
+# import tensor (or tinygpt, which sets the same) before numpy, or set the variable yourself.
+# (tinygpt/__init__.py repeats it, because `import tinygpt` stays cheap.)
 OPENBLAS_THREAD_TIMEOUT = "24"
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", OPENBLAS_THREAD_TIMEOUT)
 
 from .memory import tune_malloc as _tune_malloc, malloc_tuned
 _tune_malloc()     # keep freed memory for the next step: no page faults (tensor/memory.py)
 
-from .tensor import (Tensor, tensor, zeros, ones, randn, arange, no_grad, enable_grad,
-                     is_grad_enabled, manual_seed, default_generator, fused, is_fused,
-                     full, eye, full_like, zeros_like, ones_like)
+from .tensor import (Tensor, tensor, zeros, ones, randn, arange, manual_seed,
+                     default_generator, full, eye, full_like, zeros_like, ones_like)
+from .mode import no_grad, enable_grad, is_grad_enabled, fused, is_fused
 from . import functional
-from .functional import (add, sub, mul, div, truediv, neg, pow, exp, log, sqrt, tanh, relu, gelu,
-                         cast, sum, mean, max, var, reshape, transpose, permute, getitem,
-                         concatenate, cat, stack, split, where, masked_fill, matmul, linear,
-                         softmax, log_softmax, cross_entropy, layer_norm, dropout, embedding,
-                         attention, unbroadcast)
-from .functional import nll_loss, scaled_dot_product_attention
-from .functional import (lt, le, gt, ge, eq, ne, logical_and, logical_or, logical_not, argmax,
-                         argmin, abs, clip, clamp, sigmoid, silu, rsqrt, maximum, minimum, min,
-                         logsumexp, std, expand, broadcast_to, repeat, gather, tril, triu, pad)
+from .functional import (add, sub, mul, div, truediv, neg, pow, maximum, minimum,
+                         exp, log, sqrt, rsqrt, tanh, abs, clip, clamp, cast,
+                         lt, le, gt, ge, eq, ne, logical_and, logical_or, logical_not,
+                         where, masked_fill,
+                         sum, mean, max, min, argmax, argmin, var, std, logsumexp,
+                         reshape, permute, transpose, expand, broadcast_to, repeat, getitem,
+                         gather, embedding, concatenate, cat, stack, split, pad, tril, triu,
+                         matmul, linear,
+                         relu, gelu, sigmoid, silu,
+                         layer_norm,
+                         softmax, log_softmax, cross_entropy, nll_loss,
+                         dropout,
+                         attention, scaled_dot_product_attention,
+                         unbroadcast)
 from .gradcheck import gradcheck, GradcheckError
 from . import nn, optim, graph
 from .graph import to_dot, draw_graph
 
-# The differentiable ops, by name: the gradient tests check that each one of these has a test.
-OPS = ("add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "tanh", "relu", "gelu",
-       "cast", "sum", "mean", "max", "var", "reshape", "transpose", "permute", "getitem",
-       "concatenate", "stack", "split", "where", "masked_fill", "matmul", "linear", "softmax",
-       "log_softmax", "cross_entropy", "layer_norm", "dropout", "embedding", "attention",
-       # more ops (issue 11); their gradient tests are in tests/test_ops_more.py
-       "abs", "clip", "sigmoid", "silu", "rsqrt", "maximum", "minimum", "min", "logsumexp", "std",
-       "expand", "repeat", "gather", "tril", "triu", "pad",
-       # losses and attention with masks (issue 11); tests in tests/test_ops_losses.py
-       "nll_loss", "scaled_dot_product_attention")
+# The differentiable ops, by name, in the families of tensor/functional.py: the gradient tests
+# check that each one of these has a test.
+OPS = ("add", "sub", "mul", "div", "neg", "pow", "maximum", "minimum",          # arithmetic
+       "exp", "log", "sqrt", "rsqrt", "tanh", "abs", "clip", "cast",            # functions
+       "where", "masked_fill",                                                  # masks
+       "sum", "mean", "max", "min", "var", "std", "logsumexp",                  # reductions
+       "reshape", "permute", "transpose", "expand", "repeat", "getitem",        # shape and
+       "gather", "embedding", "concatenate", "stack", "split", "pad", "tril",   # indexing
+       "triu",
+       "matmul", "linear",                                                      # linear algebra
+       "relu", "gelu", "sigmoid", "silu",                                       # activations
+       "layer_norm",                                                            # normalization
+       "softmax", "log_softmax", "cross_entropy", "nll_loss",                   # softmax, losses
+       "dropout",
+       "attention", "scaled_dot_product_attention")
 
 # Ops without a gradient (their results are booleans or indices), and the creation helpers.
 NON_DIFFERENTIABLE = ("lt", "le", "gt", "ge", "eq", "ne", "logical_and", "logical_or",

@@ -14,6 +14,13 @@ How to read an op:
 `_node` wraps the result in a Tensor and, when gradients are being tracked and an input needs
 them, records the parents and the backward closure. Binary ops broadcast like NumPy; `unbroadcast`
 sums a gradient back to the shape of the input it belongs to (the only place that does so).
+
+The ops come in families, in this order: plumbing; elementwise arithmetic; elementwise
+functions, comparisons and masks; reductions; shape and indexing; linear algebra; activations;
+normalization; softmax and losses; dropout; attention. An op with a fused Numba kernel
+(tensor/kernels/) reads the switch once, in its forward (`is_fused()`, tensor/mode.py), and its
+backward follows the same path; the NumPy lines it runs otherwise are written beside the call.
+The creation helpers (zeros, full, eye, randn, ...) are in tensor/tensor.py.
 """
 from __future__ import annotations
 
@@ -25,8 +32,8 @@ import numpy as np
 
 from . import kernels
 from .kernels import fused as fk
-from . import tensor as _t
-from .tensor import Tensor, FLOAT_DTYPES
+from .mode import is_fused, is_grad_enabled
+from .tensor import Tensor, FLOAT_DTYPES, default_generator
 
 
 # ---------------------------------------------------------------------------------------------
@@ -49,9 +56,9 @@ def _node(out: np.ndarray, op: str, parents: tuple, backward) -> Tensor:
     result = Tensor.__new__(Tensor)
     if not isinstance(out, np.ndarray):
         out = np.asarray(out)          # NumPy returns scalars for 0-d inputs; keep arrays
-    result.data, result._grad, result._grad_owned, result._op = out, None, True, op
+    result.data, result._grad, result._op = out, None, op
     result.requires_grad, result._parents, result._backward = False, (), None
-    if _t._grad_enabled:
+    if is_grad_enabled():
         for p in parents:
             if p.requires_grad:
                 result.requires_grad = True
@@ -93,6 +100,34 @@ def _binary(op: str, x, y) -> tuple[Tensor, Tensor]:
     y = as_tensor(y, like=x)
     _broadcast_check(op, x, y)
     return x, y
+
+
+def _axis(op: str, axis, ndim: int) -> int:
+    """One axis, checked and made non-negative: -1 is the last. An axis outside -ndim..ndim-1
+    is an error (NumPy-style wrapping would silently pick another axis)."""
+    if type(axis) is not int and (not isinstance(axis, numbers.Integral)    # (int: the fast way)
+                                  or isinstance(axis, (bool, np.bool_))):
+        raise TypeError(f"{op}: axis must be an int, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        valid = f"valid: {-ndim}..{ndim - 1}" if ndim else "it has no axes"
+        raise ValueError(f"{op}: axis {axis} is out of range for a tensor with {ndim} "
+                         f"dimensions ({valid})")
+    return int(axis) % ndim
+
+
+def _axes(axis, ndim: int, op: str = "reduction") -> tuple:
+    """None -> every axis; an int or a tuple -> those axes, checked, non-negative, no repeats.
+    As in PyTorch, axis 0 or -1 of a 0-d tensor names the tensor itself (nothing to reduce)."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    if ndim == 0 and all(isinstance(a, numbers.Integral) and a in (0, -1) for a in axes):
+        return ()
+    checked = tuple(_axis(op, a, ndim) for a in axes)
+    if len(set(checked)) != len(checked):
+        raise ValueError(f"{op}: axis {axis} names an axis more than once: repeated axes "
+                         f"are not allowed (tensor with {ndim} dimensions)")
+    return checked
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,8 +226,33 @@ def _pow_number(x: Tensor, p) -> Tensor:
     return _node(out, "pow", (x,), backward)
 
 
+# out = max(x, y) elementwise, broadcasting;  dx = g where x > y,  dy = g where y > x,
+#   and where x == y each side gets ½ g (PyTorch's rule; the same split as ties in `max`)
+def maximum(x, y) -> Tensor:
+    return _pick_elementwise("maximum", np.maximum, np.greater, x, y)
+
+
+# out = min(x, y) elementwise, broadcasting;  dx = g where x < y,  dy = g where y < x,
+#   and where x == y each side gets ½ g (as maximum)
+def minimum(x, y) -> Tensor:
+    return _pick_elementwise("minimum", np.minimum, np.less, x, y)
+
+
+def _pick_elementwise(op: str, pick, beats, x, y) -> Tensor:
+    """maximum (pick = np.maximum, beats = np.greater) or minimum (np.minimum, np.less)."""
+    x, y = _binary(op, x, y)
+    out = pick(x.data, y.data)
+    def backward(g):
+        tie, x_wins = x.data == y.data, beats(x.data, y.data)
+        if x.requires_grad:
+            x.grad += unbroadcast(np.where(tie, 0.5 * g, g * x_wins), x.shape)
+        if y.requires_grad:
+            y.grad += unbroadcast(np.where(tie, 0.5 * g, g * ~(x_wins | tie)), y.shape)
+    return _node(out, op, (x, y), backward)
+
+
 # ---------------------------------------------------------------------------------------------
-# Elementwise functions
+# Elementwise functions, comparisons and masks
 # ---------------------------------------------------------------------------------------------
 # out = eˣ;  dx = g * out
 def exp(x) -> Tensor:
@@ -221,6 +281,15 @@ def sqrt(x) -> Tensor:
     return _node(out, "sqrt", (x,), backward)
 
 
+# out = 1 / √x;  dx = -½ g · out³
+def rsqrt(x) -> Tensor:
+    x = as_tensor(x)
+    out = 1 / np.sqrt(x.data)
+    def backward(g):
+        x.grad -= 0.5 * g * out * out * out
+    return _node(out, "rsqrt", (x,), backward)
+
+
 # out = tanh x;  dx = g * (1 - out²)
 def tanh(x) -> Tensor:
     x = as_tensor(x)
@@ -230,55 +299,48 @@ def tanh(x) -> Tensor:
     return _node(out, "tanh", (x,), backward)
 
 
-# out = max(x, 0);  dx = g where x > 0, else 0
-def relu(x) -> Tensor:
+# out = |x|;  dx = g · sign(x)   (0 at x = 0, as in PyTorch)
+def abs(x) -> Tensor:
     x = as_tensor(x)
-    out = np.maximum(x.data, 0)
     def backward(g):
-        x.grad += g * (x.data > 0)
-    return _node(out, "relu", (x,), backward)
+        x.grad += g * np.sign(x.data)
+    return _node(np.abs(x.data), "abs", (x,), backward)
 
 
-_GELU_C = math.sqrt(2.0 / math.pi)
-
-
-# GELU(x) = x·Φ(x), Φ the standard normal CDF.
-# approximate="tanh", GPT-2's form:  out = ½x(1 + tanh(u)),  u = c(x + 0.044715x³),  c = √(2/π)
-#   dx = g * [½(1 + t) + ½x(1 - t²) c (1 + 3·0.044715x²)],  t = tanh(u)
-def gelu(x, approximate: str = "tanh") -> Tensor:
-    """GELU. approximate="tanh" (the default here, GPT-2's form) or "none" (the exact erf form,
-    PyTorch's default: pass approximate="none" to match torch.nn.functional.gelu(x)). The two
-    differ by up to ~5e-4. Only the tanh form has a fused kernel."""
+# out = min(max(x, min), max);  dx = g where min ≤ x ≤ max, else 0
+#   (a bound's own value counts as inside, as in PyTorch's clamp; either bound may be None)
+def clip(x, min=None, max=None) -> Tensor:
     x = as_tensor(x)
-    if approximate == "none":
-        return _gelu_exact(x)
-    if approximate != "tanh":
-        raise ValueError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")
-    fused = _t._fused   # decided once, here: backward follows the same path
-    if fused:           # one Numba pass (tensor/kernels/fused.py) instead of the lines below
-        out = fk.gelu_forward(x.data)
-    else:
-        x2 = x.data * x.data                 # (x·x·x is much faster than x ** 3 in NumPy)
-        t = np.tanh(_GELU_C * x.data * (1 + 0.044715 * x2))
-        out = 0.5 * x.data * (1 + t)
+    if min is None and max is None:
+        raise ValueError("clip: give at least one of min= and max=")
+    lo, hi = _constant_bounds("clip", min), _constant_bounds("clip", max)
+    out = np.clip(x.data, lo, hi).astype(x.dtype, copy=False)
+    if out.shape != x.shape:
+        raise ValueError(f"clip: bounds of shapes {np.shape(lo)} and {np.shape(hi)} would grow the "
+                         f"tensor of shape {x.shape} to {out.shape}")
+    inside = np.ones(x.shape, dtype=bool)
+    if lo is not None:
+        inside &= x.data >= lo
+    if hi is not None:
+        inside &= x.data <= hi
     def backward(g):
-        if fused:
-            x.grad += fk.gelu_backward(x.data, g)
-            return
-        dudx = _GELU_C * (1 + 3 * 0.044715 * x2)
-        x.grad += g * (0.5 * (1 + t) + 0.5 * x.data * (1 - t * t) * dudx)
-    return _node(out, "gelu", (x,), backward)
+        x.grad += g * inside
+    return _node(out, "clip", (x,), backward)
 
 
-# The exact GELU:  out = xΦ(x) = ½x(1 + erf(x/√2));  dx = g · (Φ(x) + x·φ(x))
-#   with φ(x) = e^(-x²/2)/√(2π), the standard normal density
-def _gelu_exact(x: Tensor) -> Tensor:
-    cdf = 0.5 * (1 + fk.erf(x.data * x.dtype.type(1 / math.sqrt(2))))      # Φ(x)
-    out = x.data * cdf
-    def backward(g):
-        pdf = np.exp(-0.5 * x.data * x.data) * (1 / math.sqrt(2 * math.pi))   # φ(x)
-        x.grad += g * (cdf + x.data * pdf)
-    return _node(out, "gelu", (x,), backward)
+clamp = clip
+
+
+def _constant_bounds(op: str, value):
+    """A bound taken as a constant: a number, an array, or a tensor that needs no gradient (a
+    gradient to it would be dropped silently, so that case is refused)."""
+    if isinstance(value, Tensor):
+        if value.requires_grad:
+            raise TypeError(f"{op}: this bound is a tensor that requires gradients, but {op} "
+                            f"treats its bounds as constants; use maximum/minimum to get "
+                            f"gradients to them")
+        return value.data
+    return value
 
 
 # out = x in another float dtype;  dx = g in x's dtype
@@ -292,37 +354,74 @@ def cast(x, dtype) -> Tensor:
     return _node(x.data.astype(dtype), "cast", (x,), backward)
 
 
+# Comparisons: boolean tensors, no gradient (the result is a step function of the inputs)
+def _compare(op: str, ufunc, x, y) -> Tensor:
+    x, y = _binary(op, x, y)
+    out = ufunc(x.data, y.data)              # bool, broadcast shape
+    return _node(out, op, (), None)          # no parents: never part of a graph
+
+
+def lt(x, y) -> Tensor: return _compare("lt", np.less, x, y)             # x < y
+def le(x, y) -> Tensor: return _compare("le", np.less_equal, x, y)       # x <= y
+def gt(x, y) -> Tensor: return _compare("gt", np.greater, x, y)          # x > y
+def ge(x, y) -> Tensor: return _compare("ge", np.greater_equal, x, y)    # x >= y
+def eq(x, y) -> Tensor: return _compare("eq", np.equal, x, y)            # x == y
+def ne(x, y) -> Tensor: return _compare("ne", np.not_equal, x, y)        # x != y
+
+
+def _logical(op: str, ufunc, *xs) -> Tensor:
+    xs = [as_tensor(x) for x in xs]
+    if any(x.dtype != np.bool_ for x in xs):
+        raise TypeError(f"{op}: needs boolean tensors (masks, e.g. from x > 0), got dtypes "
+                        f"{[str(x.dtype) for x in xs]}")
+    if len(xs) == 2:
+        _broadcast_check(op, *xs)
+    return _node(ufunc(*(x.data for x in xs)), op, (), None)
+
+
+def logical_and(x, y) -> Tensor: return _logical("logical_and", np.logical_and, x, y)  # x & y
+def logical_or(x, y) -> Tensor:  return _logical("logical_or", np.logical_or, x, y)    # x | y
+def logical_not(x) -> Tensor:    return _logical("logical_not", np.logical_not, x)     # ~x
+
+
+# out = x where cond else y;  dx = g where cond,  dy = g where not cond
+def where(cond, x, y) -> Tensor:
+    cond = np.asarray(cond.data if isinstance(cond, Tensor) else cond, dtype=bool)
+    x, y = _binary("where", x, y)
+    try:
+        np.broadcast_shapes(cond.shape, x.shape, y.shape)
+    except ValueError:
+        raise ValueError(f"where: condition {cond.shape}, x {x.shape} and y {y.shape} cannot be "
+                         f"broadcast together") from None
+    out = np.where(cond, x.data, y.data)
+    def backward(g):
+        if x.requires_grad:
+            x.grad += unbroadcast(np.where(cond, g, 0), x.shape)
+        if y.requires_grad:
+            y.grad += unbroadcast(np.where(cond, 0, g), y.shape)
+    return _node(out, "where", (x, y), backward)
+
+
+# out = value where mask else x;  dx = g where not mask
+def masked_fill(x, mask, value) -> Tensor:
+    x = as_tensor(x)
+    mask = np.asarray(mask.data if isinstance(mask, Tensor) else mask, dtype=bool)
+    try:
+        out = np.where(mask, np.asarray(value, dtype=x.dtype), x.data)
+    except ValueError:
+        raise ValueError(f"masked_fill: mask of shape {mask.shape} does not broadcast against "
+                         f"the tensor's shape {x.shape}") from None
+    if out.shape != x.shape:
+        raise ValueError(f"masked_fill: mask of shape {mask.shape} would grow the tensor of shape "
+                         f"{x.shape} to {out.shape}; the mask must broadcast to the tensor's shape")
+    def backward(g):
+        x.grad += np.where(mask, 0, g)
+    return _node(out, "masked_fill", (x,), backward)
+
+
 # ---------------------------------------------------------------------------------------------
 # Reductions
 # ---------------------------------------------------------------------------------------------
-def _axis(op: str, axis, ndim: int) -> int:
-    """One axis, checked and made non-negative: -1 is the last. An axis outside -ndim..ndim-1
-    is an error (NumPy-style wrapping would silently pick another axis)."""
-    if type(axis) is not int and (not isinstance(axis, numbers.Integral)    # (int: the fast way)
-                                  or isinstance(axis, (bool, np.bool_))):
-        raise TypeError(f"{op}: axis must be an int, got {axis!r}")
-    if not -ndim <= axis < ndim:
-        valid = f"valid: {-ndim}..{ndim - 1}" if ndim else "it has no axes"
-        raise ValueError(f"{op}: axis {axis} is out of range for a tensor with {ndim} "
-                         f"dimensions ({valid})")
-    return int(axis) % ndim
-
-
-def _axes(axis, ndim: int, op: str = "reduction") -> tuple:
-    """None -> every axis; an int or a tuple -> those axes, checked, non-negative, no repeats.
-    As in PyTorch, axis 0 or -1 of a 0-d tensor names the tensor itself (nothing to reduce)."""
-    if axis is None:
-        return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
-    if ndim == 0 and all(isinstance(a, numbers.Integral) and a in (0, -1) for a in axes):
-        return ()
-    checked = tuple(_axis(op, a, ndim) for a in axes)
-    if len(set(checked)) != len(checked):
-        raise ValueError(f"{op}: axis {axis} names an axis more than once: repeated axes "
-                         f"are not allowed (tensor with {ndim} dimensions)")
-    return checked
-
-
 def _expand(g, axes, keepdims):
     """Give a reduced gradient its size-1 axes back, so it broadcasts against the input."""
     return g if keepdims else np.expand_dims(g, axes)
@@ -350,15 +449,50 @@ def mean(x, axis=None, keepdims=False) -> Tensor:
     return _node(np.asarray(out, dtype=x.dtype), "mean", (x,), backward)
 
 
-# out = max x over axes;  dx = g at the arg-max (shared equally between ties), 0 elsewhere
+# out = max (min) of x over axes;  dx = g at the arg-max (arg-min), shared equally between
+#   ties, 0 elsewhere. Values only: PyTorch's torch.max(x, dim) also returns indices (argmax).
 def max(x, axis=None, keepdims=False) -> Tensor:
+    return _reduce_extreme("max", np.max, x, axis, keepdims)
+
+
+def min(x, axis=None, keepdims=False) -> Tensor:
+    return _reduce_extreme("min", np.min, x, axis, keepdims)
+
+
+def _reduce_extreme(op: str, np_reduce, x, axis, keepdims) -> Tensor:
+    """max (np_reduce = np.max) or min (np.min) over axes."""
     x = as_tensor(x)
-    axes = _axes(axis, x.ndim, "max")
-    out = np.max(x.data, axis=axes, keepdims=True)
+    axes = _axes(axis, x.ndim, op)
+    out = np_reduce(x.data, axis=axes, keepdims=True)
     def backward(g):
         winners = (x.data == out)
         x.grad += winners * (_expand(g, axes, keepdims) / winners.sum(axis=axes, keepdims=True))
-    return _node(out if keepdims else np.squeeze(out, axes), "max", (x,), backward)
+    return _node(out if keepdims else np.squeeze(out, axes), op, (x,), backward)
+
+
+# index of the largest (smallest) entry along axis; the first one if several tie. No gradient:
+# an index does not change when x moves a little.
+def argmax(x, axis=None, keepdims=False) -> Tensor:
+    return _arg_reduce("argmax", np.argmax, x, axis, keepdims)
+
+
+def argmin(x, axis=None, keepdims=False) -> Tensor:
+    return _arg_reduce("argmin", np.argmin, x, axis, keepdims)
+
+
+def _arg_reduce(op: str, np_arg, x, axis, keepdims) -> Tensor:
+    x = as_tensor(x)
+    if x.size == 0:
+        raise ValueError(f"{op}: the tensor of shape {x.shape} is empty; it has no {op[3:]}imum")
+    if axis is None:                         # the index into the flattened tensor, as PyTorch
+        out = np_arg(x.data.reshape(-1))
+        out = np.reshape(out, (1,) * x.ndim) if keepdims else out
+    elif x.ndim == 0:                        # a 0-d tensor has one element, at index 0
+        _axis(op, axis, 1)
+        out = np.zeros((), dtype=np.int64)
+    else:
+        out = np_arg(x.data, axis=_axis(op, axis, x.ndim), keepdims=keepdims)
+    return _node(np.asarray(out, dtype=np.int64), op, (), None)
 
 
 # out = Σ (x - μ)² / (n - correction);  dx = g · 2(x - μ) / (n - correction)
@@ -382,8 +516,31 @@ def var(x, axis=None, keepdims=False, *, correction=0) -> Tensor:
     return _node(np.asarray(out, dtype=x.dtype), "var", (x,), backward)
 
 
+# out = √var(x);  dx = g / (2 out) · dvar/dx = g · (x - μ) / ((n - correction) · out)
+#   built on `var` (two nodes, sqrt after var), with var's `correction` and its default 0: the
+#   population standard deviation, like np.std. PyTorch's default is correction=1.
+def std(x, axis=None, keepdims=False, *, correction=0) -> Tensor:
+    x = as_tensor(x)
+    _axes(axis, x.ndim, "std")               # so that a bad axis is reported as std's
+    return sqrt(var(x, axis, keepdims, correction=correction))
+
+
+# out = log Σ eˣ over axes = m + log Σ e^(x - m)  (m = the max: no exponent overflows);
+#   dx = g · e^(x - out)  (= g · softmax(x) over the same axes)
+def logsumexp(x, axis=None, keepdims=False) -> Tensor:
+    x = as_tensor(x)
+    axes = _axes(axis, x.ndim, "logsumexp")
+    m = np.array(np.max(x.data, axis=axes, keepdims=True, initial=-np.inf))  # (-inf if empty)
+    m[~np.isfinite(m)] = 0                   # all -inf (out = -inf) or an inf: no shift
+    with np.errstate(divide="ignore"):       # log 0 = -inf for a row of all -inf, as it should
+        out = m + np.log(np.sum(np.exp(x.data - m), axis=axes, keepdims=True))
+    def backward(g):
+        x.grad += _expand(g, axes, keepdims) * np.exp(x.data - out)
+    return _node(out if keepdims else np.squeeze(out, axes), "logsumexp", (x,), backward)
+
+
 # ---------------------------------------------------------------------------------------------
-# Shape ops: they move numbers around, so backward moves the gradient back
+# Shape and indexing: they move numbers around, so backward moves the gradient back
 # ---------------------------------------------------------------------------------------------
 # out = x viewed with a new shape;  dx = g viewed with x's shape
 def reshape(x, *shape) -> Tensor:
@@ -402,27 +559,80 @@ def reshape(x, *shape) -> Tensor:
 # out = x with axes reordered;  dx = g with the inverse order
 def permute(x, *axes) -> Tensor:
     x = as_tensor(x)
+    return _permute("permute", x, axes)
+
+
+def _permute(op: str, x: Tensor, axes) -> Tensor:
     axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
-    axes = tuple(_axis("permute", a, x.ndim) for a in axes)
+    axes = tuple(_axis(op, a, x.ndim) for a in axes)
     if sorted(axes) != list(range(x.ndim)):
-        raise ValueError(f"permute: axes {tuple(axes)} are not a permutation of the "
+        raise ValueError(f"{op}: axes {tuple(axes)} are not a permutation of the "
                          f"{x.ndim} axes of a tensor of shape {x.shape}")
     def backward(g):
         x.grad += g.transpose(np.argsort(axes))                  # the inverse order
-    return _node(x.data.transpose(axes), "permute", (x,), backward)
+    return _node(x.data.transpose(axes), op, (x,), backward)
 
 
+# out = x with axes a and b swapped;  dx = g with them swapped back (a swap is its own inverse)
 def transpose(x, *axes) -> Tensor:
     """With no axes: reverse them all (`.T`). With two: swap those two. Otherwise: permute."""
     x = as_tensor(x)
     if not axes:
-        return permute(x, tuple(reversed(range(x.ndim))))
+        return _permute("transpose", x, tuple(reversed(range(x.ndim))))
     if len(axes) == 2 and all(isinstance(a, int) for a in axes):
         a, b = _axis("transpose", axes[0], x.ndim), _axis("transpose", axes[1], x.ndim)
-        def backward(g):                                         # swapping back is the inverse
+        def backward(g):
             x.grad += g.swapaxes(a, b)
-        return _node(x.data.swapaxes(a, b), "permute", (x,), backward)
-    return permute(x, *axes)
+        return _node(x.data.swapaxes(a, b), "transpose", (x,), backward)
+    return _permute("transpose", x, axes)
+
+
+def _sizes(op: str, sizes) -> tuple:
+    """The sizes of expand, repeat and pad: ints, given one by one or as one tuple."""
+    sizes = sizes[0] if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
+    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in sizes):
+        raise TypeError(f"{op}: sizes must be ints, got {tuple(sizes)}")
+    return tuple(int(s) for s in sizes)
+
+
+# out = x broadcast to `shape` (a read-only view, no copy);  dx = g summed over the copies
+#   -1 keeps an axis' size, as in PyTorch: a (3, 1) x expands with (-1, 4) to (3, 4)
+def expand(x, *shape) -> Tensor:
+    x = as_tensor(x)
+    shape = _sizes("expand", shape)
+    lead = len(shape) - x.ndim               # new axes on the left
+    if lead < 0 or any(s == -1 for s in shape[:lead]):
+        raise ValueError(f"expand: cannot expand shape {x.shape} to {shape}: give at least "
+                         f"{x.ndim} sizes, and -1 only for axes the tensor already has")
+    shape = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(shape))
+    try:
+        out = np.broadcast_to(x.data, shape)
+    except ValueError:
+        raise ValueError(f"expand: cannot expand shape {x.shape} to {shape}: only axes of size "
+                         f"1 can grow (NumPy broadcasting rules)") from None
+    def backward(g):
+        x.grad += unbroadcast(g, x.shape)
+    return _node(out, "expand", (x,), backward)
+
+
+broadcast_to = expand
+
+
+# out = x tiled sizes[i] times along axis i (PyTorch's Tensor.repeat, which is np.tile, not
+#   np.repeat / torch.repeat_interleave);  dx = Σ of g over the copies
+def repeat(x, *sizes) -> Tensor:
+    x = as_tensor(x)
+    sizes = _sizes("repeat", sizes)
+    if len(sizes) < x.ndim or any(s < 0 for s in sizes):
+        raise ValueError(f"repeat: needs one non-negative count per axis (at least {x.ndim} for "
+                         f"shape {x.shape}), got {sizes}")
+    padded = (1,) * (len(sizes) - x.ndim) + x.shape      # new axes on the left, as np.tile
+    out = np.tile(x.data, sizes)                          # (r₀·n₀, r₁·n₁, …)
+    def backward(g):
+        pairs = [d for r, n in zip(sizes, padded) for d in (r, n)]
+        g = g.reshape(pairs)                              # (r₀, n₀, r₁, n₁, …)
+        x.grad += g.sum(axis=tuple(range(0, len(pairs), 2))).reshape(x.shape)   # (n₀, n₁, …)
+    return _node(out, "repeat", (x,), backward)
 
 
 def _plain_index(index):
@@ -459,6 +669,55 @@ def getitem(x, index) -> Tensor:
             dx[index] = g
             x.grad += dx
     return _node(np.array(out, copy=True), "getitem", (x,), backward)
+
+
+# out[i, j, k] = x[i, index[i, j, k], k]  (axis 1; torch.gather semantics: index has x's number
+#   of axes and is no larger than x on the others);  dx[i, index[i, j, k], k] += g[i, j, k]
+def gather(x, axis, index) -> Tensor:
+    x = as_tensor(x)
+    index = np.asarray(index.data if isinstance(index, Tensor) else index)
+    if index.dtype.kind not in "iu":
+        raise TypeError(f"gather: index must hold integers, got dtype {index.dtype}")
+    if x.ndim == 0 or index.ndim != x.ndim:
+        raise ValueError(f"gather: index of shape {index.shape} must have as many axes as the "
+                         f"tensor of shape {x.shape} (at least one)")
+    axis = _axis("gather", axis, x.ndim)
+    if any(i > n for d, (i, n) in enumerate(zip(index.shape, x.shape)) if d != axis):
+        raise ValueError(f"gather: index of shape {index.shape} is larger than the tensor of shape "
+                         f"{x.shape} along an axis other than {axis}")
+    if index.size and (index.min() < 0 or index.max() >= x.shape[axis]):
+        raise IndexError(f"gather: index values must be in 0..{x.shape[axis] - 1} (axis {axis} "
+                         f"of shape {x.shape}), got {index.min()}..{index.max()}")
+    places = list(np.ix_(*(np.arange(n) for n in index.shape)))   # i, j, k as open grids
+    places[axis] = index                                          # … with index on `axis`
+    places = tuple(places)
+    out = x.data[places]                                          # index.shape, a copy
+    def backward(g):
+        dx = np.zeros_like(x.data)
+        np.add.at(dx, places, g)          # scatter-add: an index used twice gets both shares
+        x.grad += dx
+    return _node(out, "gather", (x,), backward)
+
+
+# out[...] = w[idx[...]]  (a row lookup);  dw[i] = Σ of g over every place where idx == i
+def embedding(idx, w) -> Tensor:
+    w = as_tensor(w)
+    idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"embedding: indices must be integers, got dtype {idx.dtype}")
+    if idx.size and (idx.min() < 0 or idx.max() >= w.shape[0]):
+        raise IndexError(f"embedding: index {int(idx.max() if idx.max() >= w.shape[0] else idx.min())} "
+                         f"is outside 0..{w.shape[0] - 1} (table of shape {w.shape})")
+    out = w.data[idx]                                              # (*idx.shape, C)
+    fused = is_fused()   # decided once, here: backward follows the same path
+    def backward(g):
+        if fused:
+            w.grad += fk.embedding_backward(idx, g, w.shape[0])
+            return
+        dw = np.zeros_like(w.data)
+        np.add.at(dw, idx.reshape(-1), g.reshape(-1, w.shape[1]))       # scatter-add rows
+        w.grad += dw
+    return _node(out, "embedding", (w,), backward)
 
 
 # out = [x₀ x₁ …] joined along axis;  dxᵢ = the slice of g that came from xᵢ
@@ -526,43 +785,59 @@ def split(x, sections, axis=-1) -> list:
     return pieces
 
 
-# out = x where cond else y;  dx = g where cond,  dy = g where not cond
-def where(cond, x, y) -> Tensor:
-    cond = np.asarray(cond.data if isinstance(cond, Tensor) else cond, dtype=bool)
-    x, y = _binary("where", x, y)
-    try:
-        np.broadcast_shapes(cond.shape, x.shape, y.shape)
-    except ValueError:
-        raise ValueError(f"where: condition {cond.shape}, x {x.shape} and y {y.shape} cannot be "
-                         f"broadcast together") from None
-    out = np.where(cond, x.data, y.data)
-    def backward(g):
-        if x.requires_grad:
-            x.grad += unbroadcast(np.where(cond, g, 0), x.shape)
-        if y.requires_grad:
-            y.grad += unbroadcast(np.where(cond, 0, g), y.shape)
-    return _node(out, "where", (x, y), backward)
-
-
-# out = value where mask else x;  dx = g where not mask
-def masked_fill(x, mask, value) -> Tensor:
+# out = x with `value` added around it;  dx = the middle of g (the part that came from x)
+#   `pad` is in PyTorch's F.pad order: (left, right) of the LAST axis first, then of the axis
+#   before it, …: pad(x, (1, 2)) pads the last axis, pad(x, (0, 0, 1, 1)) the second-to-last.
+#   (NumPy's np.pad takes ((before, after), …) from the FIRST axis.) Constant padding only.
+def pad(x, pad, mode: str = "constant", value: float = 0.0) -> Tensor:
     x = as_tensor(x)
-    mask = np.asarray(mask.data if isinstance(mask, Tensor) else mask, dtype=bool)
-    try:
-        out = np.where(mask, np.asarray(value, dtype=x.dtype), x.data)
-    except ValueError:
-        raise ValueError(f"masked_fill: mask of shape {mask.shape} does not broadcast against "
-                         f"the tensor's shape {x.shape}") from None
-    if out.shape != x.shape:
-        raise ValueError(f"masked_fill: mask of shape {mask.shape} would grow the tensor of shape "
-                         f"{x.shape} to {out.shape}; the mask must broadcast to the tensor's shape")
+    pad = _sizes("pad", (pad,))
+    if mode != "constant":
+        raise ValueError(f"pad: only mode='constant' is supported, got {mode!r}")
+    if len(pad) % 2 or len(pad) // 2 > x.ndim or any(p < 0 for p in pad):
+        raise ValueError(f"pad: needs (left, right) pairs of non-negative sizes, at most one pair "
+                         f"per axis ({x.ndim} for shape {x.shape}), got {pad}")
+    widths = [(0, 0)] * x.ndim
+    for i in range(len(pad) // 2):                                # pair i pads axis -1 - i
+        widths[x.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    out = np.pad(x.data, widths, constant_values=value) if x.ndim else x.data.copy()
+    middle = tuple(slice(lo, lo + n) for (lo, _), n in zip(widths, x.shape))
     def backward(g):
-        x.grad += np.where(mask, 0, g)
-    return _node(out, "masked_fill", (x,), backward)
+        x.grad += g[middle]
+    return _node(out, "pad", (x,), backward)
+
+
+# out = x on and below diagonal k of the last two axes, 0 above  (k > 0: above the main one);
+#   dx = g with the same zeros
+def tril(x, diagonal: int = 0) -> Tensor:
+    x = as_tensor(x)
+    _two_axes("tril", x)
+    keep = np.tri(*x.shape[-2:], k=diagonal, dtype=bool)          # (M, N): j ≤ i + k
+    return _triangle("tril", x, keep)
+
+
+# out = x on and above diagonal k of the last two axes, 0 below;  dx = g with the same zeros
+def triu(x, diagonal: int = 0) -> Tensor:
+    x = as_tensor(x)
+    _two_axes("triu", x)
+    keep = ~np.tri(*x.shape[-2:], k=diagonal - 1, dtype=bool)     # (M, N): j ≥ i + k
+    return _triangle("triu", x, keep)
+
+
+def _triangle(op: str, x: Tensor, keep: np.ndarray) -> Tensor:
+    def backward(g):
+        x.grad += np.where(keep, g, 0)
+    return _node(np.where(keep, x.data, x.dtype.type(0)), op, (x,), backward)
+
+
+def _two_axes(op: str, x: Tensor) -> None:
+    if x.ndim < 2:
+        raise ValueError(f"{op}: needs a tensor with at least 2 axes (the last two form the "
+                         f"matrix), got shape {x.shape}")
 
 
 # ---------------------------------------------------------------------------------------------
-# Matrix product
+# Linear algebra
 # ---------------------------------------------------------------------------------------------
 def _matmul_arrays(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a (..., M, K) @ b (..., K, N) for arrays of 2 or more dims, batch dims broadcast."""
@@ -655,7 +930,135 @@ def linear(x, w, b=None) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Softmax family
+# Activations
+# ---------------------------------------------------------------------------------------------
+# out = max(x, 0);  dx = g where x > 0, else 0
+def relu(x) -> Tensor:
+    x = as_tensor(x)
+    out = np.maximum(x.data, 0)
+    def backward(g):
+        x.grad += g * (x.data > 0)
+    return _node(out, "relu", (x,), backward)
+
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+# GELU(x) = x·Φ(x), Φ the standard normal CDF.
+# approximate="tanh", GPT-2's form:  out = ½x(1 + tanh(u)),  u = c(x + 0.044715x³),  c = √(2/π)
+#   dx = g * [½(1 + t) + ½x(1 - t²) c (1 + 3·0.044715x²)],  t = tanh(u)
+def gelu(x, approximate: str = "tanh") -> Tensor:
+    """GELU. approximate="tanh" (the default here, GPT-2's form) or "none" (the exact erf form,
+    PyTorch's default: pass approximate="none" to match torch.nn.functional.gelu(x)). The two
+    differ by up to ~5e-4. Only the tanh form has a fused kernel."""
+    x = as_tensor(x)
+    if approximate == "none":
+        return _gelu_exact(x)
+    if approximate != "tanh":
+        raise ValueError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")
+    fused = is_fused()   # decided once, here: backward follows the same path
+    if fused:           # one Numba pass (tensor/kernels/fused.py) instead of the lines below
+        out = fk.gelu_forward(x.data)
+    else:
+        x2 = x.data * x.data                 # (x·x·x is much faster than x ** 3 in NumPy)
+        t = np.tanh(_GELU_C * x.data * (1 + 0.044715 * x2))
+        out = 0.5 * x.data * (1 + t)
+    def backward(g):
+        if fused:
+            x.grad += fk.gelu_backward(x.data, g)
+            return
+        dudx = _GELU_C * (1 + 3 * 0.044715 * x2)
+        x.grad += g * (0.5 * (1 + t) + 0.5 * x.data * (1 - t * t) * dudx)
+    return _node(out, "gelu", (x,), backward)
+
+
+# The exact GELU:  out = xΦ(x) = ½x(1 + erf(x/√2));  dx = g · (Φ(x) + x·φ(x))
+#   with φ(x) = e^(-x²/2)/√(2π), the standard normal density
+def _gelu_exact(x: Tensor) -> Tensor:
+    cdf = 0.5 * (1 + fk.erf(x.data * x.dtype.type(1 / math.sqrt(2))))      # Φ(x)
+    out = x.data * cdf
+    def backward(g):
+        pdf = np.exp(-0.5 * x.data * x.data) * (1 / math.sqrt(2 * math.pi))   # φ(x)
+        x.grad += g * (cdf + x.data * pdf)
+    return _node(out, "gelu", (x,), backward)
+
+
+def _sigmoid(a: np.ndarray) -> np.ndarray:
+    """σ(a) = 1 / (1 + e⁻ᵃ), from e^-|a| ≤ 1: no overflow for large |a| of either sign."""
+    e = np.exp(-np.abs(a))
+    return np.where(a >= 0, 1 / (1 + e), e / (1 + e))
+
+
+# out = σ(x) = 1 / (1 + e⁻ˣ);  dx = g · out · (1 - out)
+def sigmoid(x) -> Tensor:
+    x = as_tensor(x)
+    out = _sigmoid(x.data)
+    def backward(g):
+        x.grad += g * out * (1 - out)
+    return _node(out, "sigmoid", (x,), backward)
+
+
+# out = x · σ(x)  (SiLU, "swish");  dx = g · σ(x) · (1 + x · (1 - σ(x)))
+def silu(x) -> Tensor:
+    x = as_tensor(x)
+    s = _sigmoid(x.data)
+    def backward(g):
+        x.grad += g * s * (1 + x.data * (1 - s))
+    return _node(x.data * s, "silu", (x,), backward)
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalization
+# ---------------------------------------------------------------------------------------------
+# Layer norm over the last axis:  x̂ = (x - μ) / √(σ² + eps),  out = x̂ * w + b
+#   dw = Σ g·x̂,  db = Σ g  (over all rows);  with d = g·w:
+#   dx = (d - mean(d) - x̂ · mean(d·x̂)) / √(σ² + eps)
+def layer_norm(x, w=None, b=None, eps: float = 1e-5) -> Tensor:
+    x = as_tensor(x)
+    w = as_tensor(w) if w is not None else None
+    b = as_tensor(b) if b is not None else None
+    c = x.shape[-1]
+    for name, p in (("weight", w), ("bias", b)):
+        if p is not None and p.shape != (c,):
+            raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected ({c},) for an "
+                             f"input of shape {x.shape}")
+    if is_fused() and w is not None and b is not None:   # decided once: its own backward
+        return _layer_norm_fused(x, w, b, eps)
+    mu = x.data.mean(axis=-1, keepdims=True)
+    rstd = 1.0 / np.sqrt(x.data.var(axis=-1, keepdims=True) + eps)   # 1/σ, (..., 1)
+    xhat = (x.data - mu) * rstd
+    out = xhat * w.data if w is not None else xhat.copy()
+    if b is not None:
+        out += b.data
+    def backward(g):
+        if w is not None and w.requires_grad:
+            w.grad += (g * xhat).reshape(-1, c).sum(axis=0)
+        if b is not None and b.requires_grad:
+            b.grad += g.reshape(-1, c).sum(axis=0)
+        if x.requires_grad:
+            d = g * w.data if w is not None else g
+            x.grad += rstd * (d - d.mean(axis=-1, keepdims=True)
+                              - xhat * (d * xhat).mean(axis=-1, keepdims=True))
+    parents = tuple(p for p in (x, w, b) if p is not None)
+    return _node(out.astype(x.dtype, copy=False), "layer_norm", parents, backward)
+
+
+def _layer_norm_fused(x, w, b, eps):
+    """The same layer norm as one Numba pass forward and one backward (tensor/kernels/fused.py)."""
+    out, mean, rstd = fk.layernorm_forward(x.data, w.data, b.data, eps)
+    def backward(g):
+        dx, dw, db = fk.layernorm_backward(g, x.data, w.data, mean, rstd)
+        if x.requires_grad:
+            x.grad += dx
+        if w.requires_grad:
+            w.grad += dw
+        if b.requires_grad:
+            b.grad += db
+    return _node(out, "layer_norm", (x, w, b), backward)
+
+
+# ---------------------------------------------------------------------------------------------
+# Softmax and losses
 # ---------------------------------------------------------------------------------------------
 def _softmax_axis(op: str, x: Tensor, axis) -> tuple:
     """x's array with at least one axis (a 0-d tensor is one number: softmax 1, as PyTorch) and
@@ -664,29 +1067,50 @@ def _softmax_axis(op: str, x: Tensor, axis) -> tuple:
     return data, _axis(op, axis, builtins.max(x.ndim, 1))
 
 
+# Softmax over the last axis of an array: the rows of `softmax` and of attention.
+#   y = e^(z - max z) / Σ e^(z - max z),  z = scale·x  (causal: z = -inf, so y = 0, for each key
+#   j > i + (Tk - Tq) that query i may not see);   dx = scale · y * (g - Σ g·y)
+# fused: the Numba kernels (tensor/kernels/softmax.py), one pass per row; otherwise the NumPy
+# lines below them. The op decides once, in its forward, and passes the same `fused` to both.
+def _softmax_rows(x: np.ndarray, scale: float, causal: bool, fused: bool) -> np.ndarray:
+    if fused:
+        return kernels.softmax_forward(x, scale=scale, causal=causal)
+    z = x * x.dtype.type(scale)
+    if causal:
+        z = np.where(kernels.causal_mask(*x.shape[-2:]), -np.inf, z)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))          # the max entry becomes e^0 = 1
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _softmax_rows_backward(y: np.ndarray, g: np.ndarray, scale: float, fused: bool) -> np.ndarray:
+    if fused:
+        return kernels.softmax_backward(y, g, scale=scale)
+    return y.dtype.type(scale) * y * (g - (g * y).sum(axis=-1, keepdims=True))
+
+
 # out = eᶻ / Σ eᶻ (along axis), z = scale·x with the causal entries masked out;
 #   dx = scale · out * (g - Σ g·out)
 def softmax(x, axis=-1, scale: float = 1.0, causal: bool = False) -> Tensor:
     """Softmax along `axis`. For attention, `scale` multiplies the scores first and `causal=True`
     gives weight 0 to key j for query i when j > i + (Tk - Tq) (the key is in the query's future).
-
-    Fused (the default): the Numba kernel, one pass per row. Off (`tensor.fused(False)`): the
-    NumPy lines of kernels.softmax_forward_ref / softmax_backward_ref, the kernel's reference.
-    The path is chosen here, once; backward follows it even if the switch has flipped since."""
+    Fused (the default), one Numba pass per row; otherwise the NumPy lines of _softmax_rows."""
     x = as_tensor(x)
     data, axis = _softmax_axis("softmax", x, axis)
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"softmax: the input of shape {x.shape} has dtype {x.dtype}; it must be "
+                        f"float32 or float64 (cast with .astype)")
     if causal and axis != data.ndim - 1:
         raise ValueError(f"softmax: causal=True needs axis=-1 (the keys), got axis={axis}")
-    if _t._fused:           # decided once, here: backward uses the same pair
-        forward, backward_rows = kernels.softmax_forward, kernels.softmax_backward
-    else:
-        forward, backward_rows = kernels.softmax_forward_ref, kernels.softmax_backward_ref
+    if causal and (data.ndim < 2 or data.shape[-2] > data.shape[-1]):
+        raise ValueError(f"softmax: causal=True needs scores (..., Tq, Tk) with Tq <= Tk, got "
+                         f"shape {x.shape}: the first queries would see no key at all")
+    fused = is_fused()           # decided once, here: backward follows the same path
     rows = np.moveaxis(data, axis, -1)                     # the softmax axis last (a view)
-    out_rows = forward(rows, scale=scale, causal=causal)
+    out_rows = _softmax_rows(rows, scale, causal, fused)
     out = np.moveaxis(out_rows, -1, axis).reshape(x.shape)
     def backward(g):
         g_rows = np.moveaxis(g.reshape(data.shape), axis, -1)
-        dx = backward_rows(out_rows, g_rows, scale=scale)
+        dx = _softmax_rows_backward(out_rows, g_rows, scale, fused)
         x.grad += np.moveaxis(dx, -1, axis).reshape(x.shape)
     return _node(out, "softmax", (x,), backward)
 
@@ -737,7 +1161,7 @@ def cross_entropy(logits, targets, ignore_index: int = -1, reduction: str = "mea
     t, keep, n_kept = _class_ids("cross_entropy", logits, targets, ignore_index)
     z = logits.data.reshape(-1, v)                                 # (N, V)
     eps = label_smoothing
-    fused = _t._fused and eps == 0   # decided once, here: backward follows the same path
+    fused = is_fused() and eps == 0   # decided once, here: backward follows the same path
     if fused:   # one Numba pass per row: max, log-sum-exp, pick the target
         losses, lse = fk.cross_entropy_forward(z, t, ignore_index)
     else:
@@ -850,55 +1274,8 @@ def _row_gradients(g, reduction, count, n, dtype):
 
 
 # ---------------------------------------------------------------------------------------------
-# Layers with their own fused backward
+# Dropout
 # ---------------------------------------------------------------------------------------------
-# Layer norm over the last axis:  x̂ = (x - μ) / √(σ² + eps),  out = x̂ * w + b
-#   dw = Σ g·x̂,  db = Σ g  (over all rows);  with d = g·w:
-#   dx = (d - mean(d) - x̂ · mean(d·x̂)) / √(σ² + eps)
-def layer_norm(x, w=None, b=None, eps: float = 1e-5) -> Tensor:
-    x = as_tensor(x)
-    w = as_tensor(w) if w is not None else None
-    b = as_tensor(b) if b is not None else None
-    c = x.shape[-1]
-    for name, p in (("weight", w), ("bias", b)):
-        if p is not None and p.shape != (c,):
-            raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected ({c},) for an "
-                             f"input of shape {x.shape}")
-    if _t._fused and w is not None and b is not None:   # decided once: its own backward
-        return _layer_norm_fused(x, w, b, eps)
-    mu = x.data.mean(axis=-1, keepdims=True)
-    rstd = 1.0 / np.sqrt(x.data.var(axis=-1, keepdims=True) + eps)   # 1/σ, (..., 1)
-    xhat = (x.data - mu) * rstd
-    out = xhat * w.data if w is not None else xhat.copy()
-    if b is not None:
-        out += b.data
-    def backward(g):
-        if w is not None and w.requires_grad:
-            w.grad += (g * xhat).reshape(-1, c).sum(axis=0)
-        if b is not None and b.requires_grad:
-            b.grad += g.reshape(-1, c).sum(axis=0)
-        if x.requires_grad:
-            d = g * w.data if w is not None else g
-            x.grad += rstd * (d - d.mean(axis=-1, keepdims=True)
-                              - xhat * (d * xhat).mean(axis=-1, keepdims=True))
-    parents = tuple(p for p in (x, w, b) if p is not None)
-    return _node(out.astype(x.dtype, copy=False), "layer_norm", parents, backward)
-
-
-def _layer_norm_fused(x, w, b, eps):
-    """The same layer norm as one Numba pass forward and one backward (tensor/kernels/fused.py)."""
-    out, mean, rstd = fk.layernorm_forward(x.data, w.data, b.data, eps)
-    def backward(g):
-        dx, dw, db = fk.layernorm_backward(g, x.data, w.data, mean, rstd)
-        if x.requires_grad:
-            x.grad += dx
-        if w.requires_grad:
-            w.grad += dw
-        if b.requires_grad:
-            b.grad += db
-    return _node(out, "layer_norm", (x, w, b), backward)
-
-
 # Inverted dropout: keep each entry with probability 1-p and scale it by 1/(1-p), so the
 # expected value is unchanged and eval mode is the identity.   out = x * m;  dx = g * m
 def dropout(x, p: float = 0.5, training: bool = True, generator: np.random.Generator | None = None):
@@ -919,7 +1296,7 @@ def dropout(x, p: float = 0.5, training: bool = True, generator: np.random.Gener
 def _dropout_mask(shape, p, dtype, generator=None):
     """The mask for an array of `shape`, drawn from `generator` (tensor's default one if None).
     `attention` draws its mask here too, so the fused and op-by-op paths use the same stream."""
-    rng = generator if generator is not None else _t.default_generator()
+    rng = generator if generator is not None else default_generator()
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"dropout: generator must be a numpy.random.Generator "
                         f"(np.random.default_rng(seed)), got {type(rng).__name__}")
@@ -927,32 +1304,14 @@ def _dropout_mask(shape, p, dtype, generator=None):
     bits = rng.bit_generator.random_raw((n + 1) // 2).view(np.uint32)[:n]   # (n,) uint32
     t = math.ceil(p * 2**32)
     scale = np.asarray(1.0, dtype=dtype) / np.asarray(1.0 - p, dtype=dtype)  # 1/(1-p), in dtype
-    if _t._fused:
+    if is_fused():
         return fk.dropout_mask(bits, t, scale).reshape(shape)
     return np.where(bits >= t, scale, np.zeros((), dtype)).reshape(shape)
 
 
-# out[...] = w[idx[...]]  (a row lookup);  dw[i] = Σ of g over every place where idx == i
-def embedding(idx, w) -> Tensor:
-    w = as_tensor(w)
-    idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
-    if idx.dtype.kind not in "iu":
-        raise TypeError(f"embedding: indices must be integers, got dtype {idx.dtype}")
-    if idx.size and (idx.min() < 0 or idx.max() >= w.shape[0]):
-        raise IndexError(f"embedding: index {int(idx.max() if idx.max() >= w.shape[0] else idx.min())} "
-                         f"is outside 0..{w.shape[0] - 1} (table of shape {w.shape})")
-    out = w.data[idx]                                              # (*idx.shape, C)
-    fused = _t._fused   # decided once, here: backward follows the same path
-    def backward(g):
-        if fused:
-            w.grad += fk.embedding_backward(idx, g, w.shape[0])
-            return
-        dw = np.zeros_like(w.data)
-        np.add.at(dw, idx.reshape(-1), g.reshape(-1, w.shape[1]))       # scatter-add rows
-        w.grad += dw
-    return _node(out, "embedding", (w,), backward)
-
-
+# ---------------------------------------------------------------------------------------------
+# Attention
+# ---------------------------------------------------------------------------------------------
 # Causal self-attention from the fused q/k/v projection, all heads in one op:
 #   per head: a = softmax(q kᵀ / √hs, causal);  ã = a ⊙ m (dropout; m = 1 without);  y = ã v
 #   dv = ãᵀ g;  dã = g vᵀ;  da = dã ⊙ m;  ds = a ⊙ (da - Σ a ⊙ da) / √hs;  dq = ds k;  dk = dsᵀ q
@@ -1043,23 +1402,14 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
     except ValueError:
         raise ValueError(f"scaled_dot_product_attention: the batch axes of q {q.shape} and k "
                          f"{k.shape} cannot be broadcast together") from None
-    fused = _t._fused       # the softmax kernels or their NumPy references, decided once
-    if fused:
-        rows_forward, rows_backward = kernels.softmax_forward, kernels.softmax_backward
-    else:
-        rows_forward, rows_backward = kernels.softmax_forward_ref, kernels.softmax_backward_ref
+    fused = is_fused()      # the softmax kernels or their NumPy lines, decided once
     if mask is None and (not causal or tq <= tk):
-        att = rows_forward(s, scale=scale, causal=causal)             # (..., Tq, Tk)
+        att = _softmax_rows(s, scale, causal, fused)                  # (..., Tq, Tk)
     else:
         allowed = np.ones((tq, tk), dtype=bool) if mask is None else mask
         if causal:
             allowed = allowed & ~kernels.causal_mask(tq, tk)
-        z = np.where(allowed, s * s.dtype.type(scale), -np.inf)       # (..., Tq, Tk)
-        top = z.max(axis=-1, keepdims=True)
-        top[top == -np.inf] = 0                      # a row with no key: e = 0 below, not NaN
-        e = np.exp(z - top)
-        total = e.sum(axis=-1, keepdims=True)
-        att = e / np.where(total == 0, 1, total)                      # rows with no key: 0
+        att = _masked_softmax_rows(s, allowed, scale)                 # (..., Tq, Tk)
     try:
         y = np.matmul(att, v.data)                                     # (..., Tq, hv)
     except ValueError:
@@ -1070,7 +1420,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
             v.grad += unbroadcast(np.matmul(att.swapaxes(-1, -2), g), v.shape)      # aᵀ g
         if q.requires_grad or k.requires_grad:
             da = np.matmul(g, v.data.swapaxes(-1, -2))                 # (..., Tq, Tk)
-            ds = rows_backward(att, da, scale=scale)                   # 0 where a = 0
+            ds = _softmax_rows_backward(att, da, scale, fused)         # 0 where a = 0
             if q.requires_grad:
                 q.grad += unbroadcast(np.matmul(ds, k.data), q.shape)               # ds k
             if k.requires_grad:
@@ -1078,334 +1428,13 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
     return _node(y, "scaled_dot_product_attention", (q, k, v), backward)
 
 
-# =============================================================================================
-# More ops a PyTorch user reaches for (issue 11): comparisons, elementwise functions,
-# reductions, shape ops. Each is written like the ops above: math on top, forward, backward below.
-# The creation helpers (full, eye, full_like, zeros_like, ones_like) live in tensor/tensor.py.
-# =============================================================================================
-def _constant_bounds(op: str, value):
-    """A bound taken as a constant: a number, an array, or a tensor that needs no gradient (a
-    gradient to it would be dropped silently, so that case is refused)."""
-    if isinstance(value, Tensor):
-        if value.requires_grad:
-            raise TypeError(f"{op}: this bound is a tensor that requires gradients, but {op} "
-                            f"treats its bounds as constants; use maximum/minimum to get "
-                            f"gradients to them")
-        return value.data
-    return value
-
-
-# ---------------------------------------------------------------------------------------------
-# Comparisons: boolean tensors, no gradient (the result is a step function of the inputs)
-# ---------------------------------------------------------------------------------------------
-def _compare(op: str, ufunc, x, y) -> Tensor:
-    x, y = _binary(op, x, y)
-    out = ufunc(x.data, y.data)              # bool, broadcast shape
-    return _node(out, op, (), None)          # no parents: never part of a graph
-
-
-def lt(x, y) -> Tensor: return _compare("lt", np.less, x, y)             # x < y
-def le(x, y) -> Tensor: return _compare("le", np.less_equal, x, y)       # x <= y
-def gt(x, y) -> Tensor: return _compare("gt", np.greater, x, y)          # x > y
-def ge(x, y) -> Tensor: return _compare("ge", np.greater_equal, x, y)    # x >= y
-def eq(x, y) -> Tensor: return _compare("eq", np.equal, x, y)            # x == y
-def ne(x, y) -> Tensor: return _compare("ne", np.not_equal, x, y)        # x != y
-
-
-def _logical(op: str, ufunc, *xs) -> Tensor:
-    xs = [as_tensor(x) for x in xs]
-    if any(x.dtype != np.bool_ for x in xs):
-        raise TypeError(f"{op}: needs boolean tensors (masks, e.g. from x > 0), got dtypes "
-                        f"{[str(x.dtype) for x in xs]}")
-    if len(xs) == 2:
-        _broadcast_check(op, *xs)
-    return _node(ufunc(*(x.data for x in xs)), op, (), None)
-
-
-def logical_and(x, y) -> Tensor: return _logical("logical_and", np.logical_and, x, y)  # x & y
-def logical_or(x, y) -> Tensor:  return _logical("logical_or", np.logical_or, x, y)    # x | y
-def logical_not(x) -> Tensor:    return _logical("logical_not", np.logical_not, x)     # ~x
-
-
-def _arg_reduce(op: str, np_arg, x, axis, keepdims) -> Tensor:
-    x = as_tensor(x)
-    if x.size == 0:
-        raise ValueError(f"{op}: the tensor of shape {x.shape} is empty; it has no {op[3:]}imum")
-    if axis is None:                         # the index into the flattened tensor, as PyTorch
-        out = np_arg(x.data.reshape(-1))
-        out = np.reshape(out, (1,) * x.ndim) if keepdims else out
-    elif x.ndim == 0:                        # a 0-d tensor has one element, at index 0
-        _axis(op, axis, 1)
-        out = np.zeros((), dtype=np.int64)
-    else:
-        out = np_arg(x.data, axis=_axis(op, axis, x.ndim), keepdims=keepdims)
-    return _node(np.asarray(out, dtype=np.int64), op, (), None)
-
-
-# index of the largest (smallest) entry along axis; the first one if several tie. No gradient:
-# an index does not change when x moves a little.
-def argmax(x, axis=None, keepdims=False) -> Tensor:
-    return _arg_reduce("argmax", np.argmax, x, axis, keepdims)
-
-
-def argmin(x, axis=None, keepdims=False) -> Tensor:
-    return _arg_reduce("argmin", np.argmin, x, axis, keepdims)
-
-
-# ---------------------------------------------------------------------------------------------
-# Elementwise functions
-# ---------------------------------------------------------------------------------------------
-# out = |x|;  dx = g · sign(x)   (0 at x = 0, as in PyTorch)
-def abs(x) -> Tensor:
-    x = as_tensor(x)
-    def backward(g):
-        x.grad += g * np.sign(x.data)
-    return _node(np.abs(x.data), "abs", (x,), backward)
-
-
-# out = min(max(x, min), max);  dx = g where min ≤ x ≤ max, else 0
-#   (a bound's own value counts as inside, as in PyTorch's clamp; either bound may be None)
-def clip(x, min=None, max=None) -> Tensor:
-    x = as_tensor(x)
-    if min is None and max is None:
-        raise ValueError("clip: give at least one of min= and max=")
-    lo, hi = _constant_bounds("clip", min), _constant_bounds("clip", max)
-    out = np.clip(x.data, lo, hi).astype(x.dtype, copy=False)
-    if out.shape != x.shape:
-        raise ValueError(f"clip: bounds of shapes {np.shape(lo)} and {np.shape(hi)} would grow the "
-                         f"tensor of shape {x.shape} to {out.shape}")
-    inside = np.ones(x.shape, dtype=bool)
-    if lo is not None:
-        inside &= x.data >= lo
-    if hi is not None:
-        inside &= x.data <= hi
-    def backward(g):
-        x.grad += g * inside
-    return _node(out, "clip", (x,), backward)
-
-
-clamp = clip
-
-
-# out = σ(x) = 1 / (1 + e⁻ˣ);  dx = g · out · (1 - out)
-def sigmoid(x) -> Tensor:
-    x = as_tensor(x)
-    e = np.exp(-np.abs(x.data))             # e^-|x| ≤ 1: no overflow for large |x| of either sign
-    out = np.where(x.data >= 0, 1 / (1 + e), e / (1 + e))
-    def backward(g):
-        x.grad += g * out * (1 - out)
-    return _node(out, "sigmoid", (x,), backward)
-
-
-# out = x · σ(x)  (SiLU, "swish");  dx = g · σ(x) · (1 + x · (1 - σ(x)))
-def silu(x) -> Tensor:
-    x = as_tensor(x)
-    e = np.exp(-np.abs(x.data))
-    s = np.where(x.data >= 0, 1 / (1 + e), e / (1 + e))   # σ(x), computed stably as in sigmoid
-    def backward(g):
-        x.grad += g * s * (1 + x.data * (1 - s))
-    return _node(x.data * s, "silu", (x,), backward)
-
-
-# out = 1 / √x;  dx = -½ g · out³
-def rsqrt(x) -> Tensor:
-    x = as_tensor(x)
-    out = 1 / np.sqrt(x.data)
-    def backward(g):
-        x.grad -= 0.5 * g * out * out * out
-    return _node(out, "rsqrt", (x,), backward)
-
-
-# out = max(x, y) elementwise, broadcasting;  dx = g where x > y,  dy = g where y > x,
-#   and where x == y each side gets ½ g (PyTorch's rule; the same split as ties in `max`)
-def maximum(x, y) -> Tensor:
-    x, y = _binary("maximum", x, y)
-    out = np.maximum(x.data, y.data)
-    def backward(g):
-        tie, x_wins = x.data == y.data, x.data > y.data
-        if x.requires_grad:
-            x.grad += unbroadcast(np.where(tie, 0.5 * g, g * x_wins), x.shape)
-        if y.requires_grad:
-            y.grad += unbroadcast(np.where(tie, 0.5 * g, g * ~(x_wins | tie)), y.shape)
-    return _node(out, "maximum", (x, y), backward)
-
-
-# out = min(x, y) elementwise, broadcasting;  dx = g where x < y,  dy = g where y < x,
-#   and where x == y each side gets ½ g (as maximum)
-def minimum(x, y) -> Tensor:
-    x, y = _binary("minimum", x, y)
-    out = np.minimum(x.data, y.data)
-    def backward(g):
-        tie, x_wins = x.data == y.data, x.data < y.data
-        if x.requires_grad:
-            x.grad += unbroadcast(np.where(tie, 0.5 * g, g * x_wins), x.shape)
-        if y.requires_grad:
-            y.grad += unbroadcast(np.where(tie, 0.5 * g, g * ~(x_wins | tie)), y.shape)
-    return _node(out, "minimum", (x, y), backward)
-
-
-# ---------------------------------------------------------------------------------------------
-# Reductions
-# ---------------------------------------------------------------------------------------------
-# out = min x over axes;  dx = g at the arg-min (shared equally between ties), 0 elsewhere
-#   (values only, like `max`: PyTorch's torch.min(x, dim) also returns indices; use argmin)
-def min(x, axis=None, keepdims=False) -> Tensor:
-    x = as_tensor(x)
-    axes = _axes(axis, x.ndim, "min")
-    out = np.min(x.data, axis=axes, keepdims=True)
-    def backward(g):
-        winners = (x.data == out)
-        x.grad += winners * (_expand(g, axes, keepdims) / winners.sum(axis=axes, keepdims=True))
-    return _node(out if keepdims else np.squeeze(out, axes), "min", (x,), backward)
-
-
-# out = log Σ eˣ over axes = m + log Σ e^(x - m)  (m = the max: no exponent overflows);
-#   dx = g · e^(x - out)  (= g · softmax(x) over the same axes)
-def logsumexp(x, axis=None, keepdims=False) -> Tensor:
-    x = as_tensor(x)
-    axes = _axes(axis, x.ndim, "logsumexp")
-    m = np.array(np.max(x.data, axis=axes, keepdims=True, initial=-np.inf))  # (-inf if empty)
-    m[~np.isfinite(m)] = 0                   # all -inf (out = -inf) or an inf: no shift
-    with np.errstate(divide="ignore"):       # log 0 = -inf for a row of all -inf, as it should
-        out = m + np.log(np.sum(np.exp(x.data - m), axis=axes, keepdims=True))
-    def backward(g):
-        x.grad += _expand(g, axes, keepdims) * np.exp(x.data - out)
-    return _node(out if keepdims else np.squeeze(out, axes), "logsumexp", (x,), backward)
-
-
-# out = √var(x);  dx = g / (2 out) · dvar/dx = g · (x - μ) / ((n - correction) · out)
-#   built on `var` (two nodes, sqrt after var), with var's `correction` and its default 0: the
-#   population standard deviation, like np.std. PyTorch's default is correction=1.
-def std(x, axis=None, keepdims=False, *, correction=0) -> Tensor:
-    x = as_tensor(x)
-    _axes(axis, x.ndim, "std")               # so that a bad axis is reported as std's
-    return sqrt(var(x, axis, keepdims, correction=correction))
-
-
-# ---------------------------------------------------------------------------------------------
-# Shape ops
-# ---------------------------------------------------------------------------------------------
-def _sizes(op: str, sizes) -> tuple:
-    sizes = sizes[0] if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
-    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in sizes):
-        raise TypeError(f"{op}: sizes must be ints, got {tuple(sizes)}")
-    return tuple(int(s) for s in sizes)
-
-
-# out = x broadcast to `shape` (a read-only view, no copy);  dx = g summed over the copies
-#   -1 keeps an axis' size, as in PyTorch: a (3, 1) x expands with (-1, 4) to (3, 4)
-def expand(x, *shape) -> Tensor:
-    x = as_tensor(x)
-    shape = _sizes("expand", shape)
-    lead = len(shape) - x.ndim               # new axes on the left
-    if lead < 0 or any(s == -1 for s in shape[:lead]):
-        raise ValueError(f"expand: cannot expand shape {x.shape} to {shape}: give at least "
-                         f"{x.ndim} sizes, and -1 only for axes the tensor already has")
-    shape = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(shape))
-    try:
-        out = np.broadcast_to(x.data, shape)
-    except ValueError:
-        raise ValueError(f"expand: cannot expand shape {x.shape} to {shape}: only axes of size "
-                         f"1 can grow (NumPy broadcasting rules)") from None
-    def backward(g):
-        x.grad += unbroadcast(g, x.shape)
-    return _node(out, "expand", (x,), backward)
-
-
-broadcast_to = expand
-
-
-# out = x tiled sizes[i] times along axis i (PyTorch's Tensor.repeat, which is np.tile, not
-#   np.repeat / torch.repeat_interleave);  dx = Σ of g over the copies
-def repeat(x, *sizes) -> Tensor:
-    x = as_tensor(x)
-    sizes = _sizes("repeat", sizes)
-    if len(sizes) < x.ndim or any(s < 0 for s in sizes):
-        raise ValueError(f"repeat: needs one non-negative count per axis (at least {x.ndim} for "
-                         f"shape {x.shape}), got {sizes}")
-    padded = (1,) * (len(sizes) - x.ndim) + x.shape      # new axes on the left, as np.tile
-    out = np.tile(x.data, sizes)                          # (r₀·n₀, r₁·n₁, …)
-    def backward(g):
-        pairs = [d for r, n in zip(sizes, padded) for d in (r, n)]
-        g = g.reshape(pairs)                              # (r₀, n₀, r₁, n₁, …)
-        x.grad += g.sum(axis=tuple(range(0, len(pairs), 2))).reshape(x.shape)   # (n₀, n₁, …)
-    return _node(out, "repeat", (x,), backward)
-
-
-# out[i, j, k] = x[i, index[i, j, k], k]  (axis 1; torch.gather semantics: index has x's number
-#   of axes and is no larger than x on the others);  dx[i, index[i, j, k], k] += g[i, j, k]
-def gather(x, axis, index) -> Tensor:
-    x = as_tensor(x)
-    index = np.asarray(index.data if isinstance(index, Tensor) else index)
-    if index.dtype.kind not in "iu":
-        raise TypeError(f"gather: index must hold integers, got dtype {index.dtype}")
-    if x.ndim == 0 or index.ndim != x.ndim:
-        raise ValueError(f"gather: index of shape {index.shape} must have as many axes as the "
-                         f"tensor of shape {x.shape} (at least one)")
-    axis = _axis("gather", axis, x.ndim)
-    if any(i > n for d, (i, n) in enumerate(zip(index.shape, x.shape)) if d != axis):
-        raise ValueError(f"gather: index of shape {index.shape} is larger than the tensor of shape "
-                         f"{x.shape} along an axis other than {axis}")
-    if index.size and (index.min() < 0 or index.max() >= x.shape[axis]):
-        raise IndexError(f"gather: index values must be in 0..{x.shape[axis] - 1} (axis {axis} "
-                         f"of shape {x.shape}), got {index.min()}..{index.max()}")
-    places = list(np.ix_(*(np.arange(n) for n in index.shape)))   # i, j, k as open grids
-    places[axis] = index                                          # … with index on `axis`
-    places = tuple(places)
-    out = x.data[places]                                          # index.shape, a copy
-    def backward(g):
-        dx = np.zeros_like(x.data)
-        np.add.at(dx, places, g)          # scatter-add: an index used twice gets both shares
-        x.grad += dx
-    return _node(out, "gather", (x,), backward)
-
-
-def _triangle(op: str, x: Tensor, keep: np.ndarray) -> Tensor:
-    def backward(g):
-        x.grad += np.where(keep, g, 0)
-    return _node(np.where(keep, x.data, x.dtype.type(0)), op, (x,), backward)
-
-
-def _two_axes(op: str, x: Tensor) -> None:
-    if x.ndim < 2:
-        raise ValueError(f"{op}: needs a tensor with at least 2 axes (the last two form the "
-                         f"matrix), got shape {x.shape}")
-
-
-# out = x on and below diagonal k of the last two axes, 0 above  (k > 0: above the main one);
-#   dx = g with the same zeros
-def tril(x, diagonal: int = 0) -> Tensor:
-    x = as_tensor(x)
-    _two_axes("tril", x)
-    keep = np.tri(*x.shape[-2:], k=diagonal, dtype=bool)          # (M, N): j ≤ i + k
-    return _triangle("tril", x, keep)
-
-
-# out = x on and above diagonal k of the last two axes, 0 below;  dx = g with the same zeros
-def triu(x, diagonal: int = 0) -> Tensor:
-    x = as_tensor(x)
-    _two_axes("triu", x)
-    keep = ~np.tri(*x.shape[-2:], k=diagonal - 1, dtype=bool)     # (M, N): j ≥ i + k
-    return _triangle("triu", x, keep)
-
-
-# out = x with `value` added around it;  dx = the middle of g (the part that came from x)
-#   `pad` is in PyTorch's F.pad order: (left, right) of the LAST axis first, then of the axis
-#   before it, …: pad(x, (1, 2)) pads the last axis, pad(x, (0, 0, 1, 1)) the second-to-last.
-#   (NumPy's np.pad takes ((before, after), …) from the FIRST axis.) Constant padding only.
-def pad(x, pad, mode: str = "constant", value: float = 0.0) -> Tensor:
-    x = as_tensor(x)
-    pad = _sizes("pad", (pad,))
-    if mode != "constant":
-        raise ValueError(f"pad: only mode='constant' is supported, got {mode!r}")
-    if len(pad) % 2 or len(pad) // 2 > x.ndim or any(p < 0 for p in pad):
-        raise ValueError(f"pad: needs (left, right) pairs of non-negative sizes, at most one pair "
-                         f"per axis ({x.ndim} for shape {x.shape}), got {pad}")
-    widths = [(0, 0)] * x.ndim
-    for i in range(len(pad) // 2):                                # pair i pads axis -1 - i
-        widths[x.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
-    out = np.pad(x.data, widths, constant_values=value) if x.ndim else x.data.copy()
-    middle = tuple(slice(lo, lo + n) for (lo, _), n in zip(widths, x.shape))
-    def backward(g):
-        x.grad += g[middle]
-    return _node(out, "pad", (x,), backward)
+# Softmax over the last axis of scores s (..., Tq, Tk) with any boolean mask (True = the key takes
+# part), in NumPy:  z = scale·s where allowed, -inf elsewhere;  y = e^(z - max z) / Σ e^(z - max z)
+# A row with no key allowed gets y = 0 (not NaN); its gradient is then 0 as well.
+def _masked_softmax_rows(s: np.ndarray, allowed: np.ndarray, scale: float) -> np.ndarray:
+    z = np.where(allowed, s * s.dtype.type(scale), -np.inf)       # (..., Tq, Tk)
+    top = z.max(axis=-1, keepdims=True)
+    top[top == -np.inf] = 0                      # a row with no key: e = 0 below, not NaN
+    e = np.exp(z - top)
+    total = e.sum(axis=-1, keepdims=True)
+    return e / np.where(total == 0, 1, total)                      # rows with no key: 0

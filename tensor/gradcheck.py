@@ -15,7 +15,8 @@ from builtins import max as builtins_max
 
 import numpy as np
 
-from .tensor import Tensor, no_grad
+from .mode import no_grad
+from .tensor import Tensor
 
 FULL_JACOBIAN_MAX = 64      # inputs with at most this many elements are checked element-wise
 
@@ -63,63 +64,80 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 
 
     def directional(i, v):
         """uᵀ (J_i v) by central differences."""
-        x = inputs[i].data
-        base = x.copy()
-        try:
-            with no_grad():
-                x[...] = base + eps * v
-                plus = np.array(_evaluate(fn, inputs).data, copy=True)   # (may be a view of x)
-                x[...] = base - eps * v
-                minus = np.array(_evaluate(fn, inputs).data, copy=True)
-        finally:
-            x[...] = base
-        return float(np.sum(u * (plus - minus)) / (2 * eps))
-
-    def agrees(i, v):
-        """Does <grad_i, v> match uᵀ(J_i v)?  A sum over many elements hides a single wrong one
-        behind a relative tolerance, so along random directions rtol is 100 times tighter
-        (float64 central differences are accurate to about 1e-9 relative)."""
-        numeric, analytic = directional(i, v), float(np.sum(grads[i] * v))
-        return abs(numeric - analytic) <= atol + (rtol / 100) * builtins_max(abs(numeric), 1.0)
+        return _central_difference(fn, inputs, i, u, v, eps)
 
     for i in checked:
-        x = inputs[i].data
-        if x.size <= FULL_JACOBIAN_MAX:
-            for flat in range(x.size):
-                v = np.zeros_like(x)
-                v.flat[flat] = 1.0
-                numeric = directional(i, v)
-                analytic = float(grads[i].flat[flat])
-                if not abs(numeric - analytic) <= atol + rtol * abs(numeric):
-                    where = tuple(int(j) for j in np.unravel_index(flat, x.shape))
-                    return _fail(raise_on_failure,
-                                 f"gradcheck: input {i} (shape {x.shape}), element {where}: "
-                                 f"backprop gives {analytic:.10g}, finite differences give "
-                                 f"{numeric:.10g}")
+        if inputs[i].data.size <= FULL_JACOBIAN_MAX:
+            failure = _wrong_element(directional, i, grads[i], atol, rtol)
         else:
-            for k in range(n_directions):
-                v = rng.standard_normal(x.shape)
-                if not agrees(i, v):
-                    # narrow the failing direction down to one element by halving its support
-                    support = np.arange(x.size)
-                    while support.size > 1:
-                        half = support[: support.size // 2]
-                        masked = np.zeros(x.size)
-                        masked[half] = v.reshape(-1)[half]
-                        support = half if not agrees(i, masked.reshape(x.shape)) \
-                            else support[support.size // 2:]
-                        if support.size == 1 or half.size == 0:
-                            break
-                    flat = int(support[0])
-                    unit = np.zeros_like(x)
-                    unit.flat[flat] = 1.0
-                    where = tuple(int(j) for j in np.unravel_index(flat, x.shape))
-                    return _fail(raise_on_failure,
-                                 f"gradcheck: input {i} (shape {x.shape}), element {where} "
-                                 f"(found along random direction {k}): backprop gives "
-                                 f"{float(grads[i].flat[flat]):.10g}, finite differences give "
-                                 f"{directional(i, unit):.10g}")
+            failure = _wrong_direction(directional, i, grads[i], atol, rtol, n_directions, rng)
+        if failure:
+            return _fail(raise_on_failure, failure)
     return True
+
+
+def _central_difference(fn, inputs, i, u, v, eps) -> float:
+    """uᵀ (J_i v) ≈ uᵀ (f(x + eps·v) - f(x - eps·v)) / (2 eps), x = inputs[i] (restored after)."""
+    x = inputs[i].data
+    base = x.copy()
+    try:
+        with no_grad():
+            x[...] = base + eps * v
+            plus = np.array(_evaluate(fn, inputs).data, copy=True)   # (may be a view of x)
+            x[...] = base - eps * v
+            minus = np.array(_evaluate(fn, inputs).data, copy=True)
+    finally:
+        x[...] = base
+    return float(np.sum(u * (plus - minus)) / (2 * eps))
+
+
+def _wrong_element(directional, i, grad, atol, rtol) -> str | None:
+    """A small input, element by element (v = each unit vector): the first wrong one, or None."""
+    shape = grad.shape
+    for flat in range(grad.size):
+        v = np.zeros(shape)
+        v.flat[flat] = 1.0
+        numeric = directional(i, v)
+        analytic = float(grad.flat[flat])
+        if not abs(numeric - analytic) <= atol + rtol * abs(numeric):
+            where = tuple(int(j) for j in np.unravel_index(flat, shape))
+            return (f"gradcheck: input {i} (shape {shape}), element {where}: backprop gives "
+                    f"{analytic:.10g}, finite differences give {numeric:.10g}")
+    return None
+
+
+def _wrong_direction(directional, i, grad, atol, rtol, n_directions, rng) -> str | None:
+    """A large input, along n_directions random directions v; a failing direction is narrowed
+    down to one element by halving its support. The message for that element, or None."""
+    shape = grad.shape
+
+    def agrees(v):
+        """Does <grad, v> match uᵀ(J v)?  A sum over many elements hides a single wrong one
+        behind a relative tolerance, so along random directions rtol is 100 times tighter
+        (float64 central differences are accurate to about 1e-9 relative)."""
+        numeric, analytic = directional(i, v), float(np.sum(grad * v))
+        return abs(numeric - analytic) <= atol + (rtol / 100) * builtins_max(abs(numeric), 1.0)
+
+    for k in range(n_directions):
+        v = rng.standard_normal(shape)
+        if agrees(v):
+            continue
+        support = np.arange(grad.size)
+        while support.size > 1:
+            half = support[: support.size // 2]
+            masked = np.zeros(grad.size)
+            masked[half] = v.reshape(-1)[half]
+            support = half if not agrees(masked.reshape(shape)) else support[support.size // 2:]
+            if support.size == 1 or half.size == 0:
+                break
+        flat = int(support[0])
+        unit = np.zeros(shape)
+        unit.flat[flat] = 1.0
+        where = tuple(int(j) for j in np.unravel_index(flat, shape))
+        return (f"gradcheck: input {i} (shape {shape}), element {where} (found along random "
+                f"direction {k}): backprop gives {float(grad.flat[flat]):.10g}, finite "
+                f"differences give {directional(i, unit):.10g}")
+    return None
 
 
 def _fail(raise_on_failure, message):

@@ -13,7 +13,8 @@ from collections import OrderedDict
 import numpy as np
 
 from . import functional as F
-from .tensor import Tensor, DEFAULT_DTYPE, is_fused
+from .mode import is_fused
+from .tensor import Tensor, DEFAULT_DTYPE
 
 
 class Parameter(Tensor):

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from .kernels.fused import adamw_update
-from .tensor import is_fused
+from .mode import is_fused
 
 
 class Optimizer:

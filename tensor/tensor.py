@@ -10,99 +10,15 @@ arriving at `out`, and `dx, dw, db` are the gradients leaving towards the inputs
 """
 from __future__ import annotations
 
-import contextlib
 import numbers
-import os
 
 import numpy as np
 
+from .mode import is_grad_enabled  # noqa: F401  (the switches are in tensor/mode.py; quant.py
+                                   #  imports this one from here)
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 DEFAULT_DTYPE = np.dtype(np.float32)
-
-# ---------------------------------------------------------------------------------------------
-# Gradient mode: `with no_grad():` turns graph building off (inference, optimizer updates).
-# ---------------------------------------------------------------------------------------------
-_grad_enabled = True
-
-
-def is_grad_enabled() -> bool:
-    return _grad_enabled
-
-
-@contextlib.contextmanager
-def no_grad():
-    """Context manager: ops inside it record no graph, so no memory is kept for backward."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
-    try:
-        yield
-    finally:
-        _grad_enabled = previous
-
-
-# Fused kernels: with them on (the default), gelu, layer_norm, cross_entropy, embedding and the
-# `attention` op run as single-pass Numba kernels (tensor/kernels/fused.py); off, the same ops run
-# as the NumPy lines written beside them, and GPT builds attention op by op. Both paths are
-# tested; set TENSOR_FUSED=0 in the environment, or use `with tensor.fused(False):`, to compare.
-_fused = os.environ.get("TENSOR_FUSED", "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-def is_fused() -> bool:
-    return _fused
-
-
-@contextlib.contextmanager
-def fused(enabled: bool = True):
-    """Context manager: run the ops inside with (True) or without (False) the fused kernels."""
-    global _fused
-    previous, _fused = _fused, bool(enabled)
-    try:
-        yield
-    finally:
-        _fused = previous
-
-
-@contextlib.contextmanager
-def enable_grad():
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, True
-    try:
-        yield
-    finally:
-        _grad_enabled = previous
-
-
-class _Pending:
-    """What `t.grad` holds during backward until the first gradient reaches t.
-
-    `t.grad += dx` then stores dx itself, with no zero-filled buffer and no copy. The array is
-    marked borrowed, because it may be shared: `add` hands the same g to both inputs, `reshape`
-    hands on a view of it. A borrowed gradient is never written in place; the next `+=` makes
-    a new array (borrowed + dx) that the tensor owns. Ops need not know any of this.
-    """
-    __slots__ = ()
-
-    def __iadd__(self, dx):
-        return _Borrowed(dx)
-
-    def __isub__(self, dx):
-        return np.negative(dx)            # a new array: owned
-
-
-class _Borrowed:
-    __slots__ = ("array",)
-
-    def __init__(self, array):
-        self.array = array
-
-    def __iadd__(self, dx):
-        return self.array + dx            # a new array, owned from now on
-
-    def __isub__(self, dx):
-        return self.array - dx
-
-
-_PENDING = _Pending()
 
 
 def _freed_backward(g):
@@ -115,8 +31,7 @@ def _freed_backward(g):
 class Tensor:
     """An n-dimensional array (float32 by default) with optional gradient tracking."""
 
-    __slots__ = ("data", "_grad", "_grad_owned", "requires_grad", "_parents", "_backward", "_op",
-                 "__weakref__")
+    __slots__ = ("data", "_grad", "requires_grad", "_parents", "_backward", "_op", "__weakref__")
     __array_priority__ = 1000  # so `ndarray + Tensor` calls Tensor.__radd__, not NumPy's add
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
@@ -125,7 +40,6 @@ class Tensor:
             raise TypeError(f"Tensor: only float32/float64 tensors can require gradients, "
                             f"got dtype {self.data.dtype}")
         self._grad = None             # see the `grad` property
-        self._grad_owned = True
         self.requires_grad = bool(requires_grad)
         self._parents = ()            # the tensors this one was computed from
         self._backward = None         # closure g -> accumulate into the parents' .grad
@@ -134,21 +48,17 @@ class Tensor:
     # -- the gradient --------------------------------------------------------------------------
     @property
     def grad(self):
-        """dLoss/dself: an array of self's shape once backward has run (None before)."""
-        if self._grad_owned or self._grad is _PENDING:
-            return self._grad
-        return _Borrowed(self._grad)      # so that `+=` copies instead of writing in place
+        """dLoss/dself: None until a backward reaches this tensor, then an array of its shape and
+        dtype. Backward gives each tensor an array of its own, so writing into one changes no
+        other tensor's gradient. An array you assign is kept as it is if it has this shape and
+        dtype and is writable (as in PyTorch), else copied into one that does. Only while
+        backward runs may it hold a placeholder: see "How gradients accumulate" below."""
+        return self._grad
 
     @grad.setter
     def grad(self, value):
-        owned = not isinstance(value, _Borrowed)
-        g = value if owned else value.array
-        if isinstance(g, np.ndarray) and (g.shape != self.data.shape or g.dtype != self.data.dtype):
-            # a first contribution may still have size-1 axes (sum's backward) or another float
-            # dtype: view it at this tensor's shape (read-only, so borrowed)
-            g = np.broadcast_to(g.astype(self.data.dtype, copy=False), self.data.shape)
-            owned = False
-        self._grad, self._grad_owned = g, owned
+        if value is not self._grad:   # (`+=` into an array this tensor owns hands back the same one)
+            self._grad = _gradient_for(self, value)
 
     # -- the basics ----------------------------------------------------------------------------
     @property
@@ -228,23 +138,29 @@ class Tensor:
         order = self._topological_order()
         for t in order:                           # nothing has arrived yet (a leaf keeps what
             if t._grad is None or t._backward is not None:     # it accumulated before)
-                t.grad = _PENDING
-        self.grad += grad
-
-        for t in reversed(order):                 # outputs before inputs
-            if t._backward is None:
-                continue                          # a leaf
-            if t._grad is not _PENDING:           # (pending: no gradient reached it, nothing to do)
-                t._backward(t._grad)
-            if not retain_graph:
-                t._backward = _freed_backward     # drop the closure and what it saved
-                t._parents = ()
-            t.grad = None                         # intermediate gradients are not kept
+                t._grad = _PENDING                # see "How gradients accumulate" below
+        try:
+            self.grad += grad
+            for t in reversed(order):             # outputs before inputs
+                if t._backward is None:
+                    continue                      # a leaf
+                g = t._grad
+                if g is not _PENDING:             # (pending: no gradient reached it, nothing to do)
+                    t._backward(g.array if type(g) is _Borrowed else g)
+                if not retain_graph:
+                    t._backward = _freed_backward     # drop the closure and what it saved
+                    t._parents = ()
+                t._grad = None                    # intermediate gradients are not kept
+        except BaseException:
+            for t in order:                       # a failed walk leaves no placeholder behind
+                if t._grad is _PENDING or type(t._grad) is _Borrowed:
+                    t._grad = None
+            raise
         for t in order:                           # leaves end with arrays they own
             if t._grad is _PENDING:
-                t.grad = np.zeros_like(t.data)
-            elif not t._grad_owned:
-                t.grad = np.array(t._grad, dtype=t.dtype, copy=True)
+                t._grad = np.zeros_like(t.data)
+            elif type(t._grad) is _Borrowed:
+                t._grad = np.array(t._grad.array, dtype=t.dtype, copy=True)
 
     def _topological_order(self) -> list:
         """Nodes that require grad, each after all of its parents."""
@@ -290,43 +206,47 @@ class Tensor:
         return _F.getitem(self, index)
 
     # -- methods, so that `x.exp().sum(axis=-1)` reads naturally --------------------------------
+    # elementwise
     def exp(self):                 return _F.exp(self)
     def log(self):                 return _F.log(self)
     def sqrt(self):                return _F.sqrt(self)
-    def tanh(self):                return _F.tanh(self)
-    def relu(self):                return _F.relu(self)
-    def gelu(self, approximate="tanh"): return _F.gelu(self, approximate)
-    def sum(self, axis=None, keepdims=False):  return _F.sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return _F.mean(self, axis, keepdims)
-    def max(self, axis=None, keepdims=False):  return _F.max(self, axis, keepdims)
-    def var(self, axis=None, keepdims=False, *, correction=0):
-        return _F.var(self, axis, keepdims, correction=correction)
-    def reshape(self, *shape):     return _F.reshape(self, *shape)
-    def transpose(self, *axes):    return _F.transpose(self, *axes)
-    def permute(self, *axes):      return _F.permute(self, *axes)
-    def softmax(self, axis=-1):    return _F.softmax(self, axis)
-    def log_softmax(self, axis=-1): return _F.log_softmax(self, axis)
-    def abs(self):                 return _F.abs(self)
-    def sigmoid(self):             return _F.sigmoid(self)
-    def silu(self):                return _F.silu(self)
     def rsqrt(self):               return _F.rsqrt(self)
+    def tanh(self):                return _F.tanh(self)
+    def abs(self):                 return _F.abs(self)
     def clip(self, min=None, max=None):   return _F.clip(self, min, max)
     def clamp(self, min=None, max=None):  return _F.clip(self, min, max)
     def maximum(self, other):      return _F.maximum(self, other)
     def minimum(self, other):      return _F.minimum(self, other)
-    def min(self, axis=None, keepdims=False):       return _F.min(self, axis, keepdims)
+    def masked_fill(self, mask, value): return _F.masked_fill(self, mask, value)
+    # reductions
+    def sum(self, axis=None, keepdims=False):  return _F.sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return _F.mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False):  return _F.max(self, axis, keepdims)
+    def min(self, axis=None, keepdims=False):  return _F.min(self, axis, keepdims)
     def argmax(self, axis=None, keepdims=False):    return _F.argmax(self, axis, keepdims)
     def argmin(self, axis=None, keepdims=False):    return _F.argmin(self, axis, keepdims)
-    def logsumexp(self, axis=None, keepdims=False): return _F.logsumexp(self, axis, keepdims)
+    def var(self, axis=None, keepdims=False, *, correction=0):
+        return _F.var(self, axis, keepdims, correction=correction)
     def std(self, axis=None, keepdims=False, *, correction=0):
         return _F.std(self, axis, keepdims, correction=correction)
+    def logsumexp(self, axis=None, keepdims=False): return _F.logsumexp(self, axis, keepdims)
+    # shape and indexing
+    def reshape(self, *shape):     return _F.reshape(self, *shape)
+    def transpose(self, *axes):    return _F.transpose(self, *axes)
+    def permute(self, *axes):      return _F.permute(self, *axes)
     def expand(self, *shape):      return _F.expand(self, *shape)
     def broadcast_to(self, *shape): return _F.expand(self, *shape)
     def repeat(self, *sizes):      return _F.repeat(self, *sizes)
     def gather(self, axis, index): return _F.gather(self, axis, index)
     def tril(self, diagonal=0):    return _F.tril(self, diagonal)
     def triu(self, diagonal=0):    return _F.triu(self, diagonal)
-    def masked_fill(self, mask, value): return _F.masked_fill(self, mask, value)
+    # activations, softmax
+    def relu(self):                return _F.relu(self)
+    def gelu(self, approximate="tanh"): return _F.gelu(self, approximate)
+    def sigmoid(self):             return _F.sigmoid(self)
+    def silu(self):                return _F.silu(self)
+    def softmax(self, axis=-1):    return _F.softmax(self, axis)
+    def log_softmax(self, axis=-1): return _F.log_softmax(self, axis)
 
     @property
     def T(self):
@@ -466,6 +386,61 @@ def arange(start, stop=None, step=1, dtype=DEFAULT_DTYPE) -> Tensor:
     if stop is None:
         start, stop = 0, start
     return Tensor(np.arange(start, stop, step, dtype=dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# How gradients accumulate during backward
+# ---------------------------------------------------------------------------------------------
+# Every op hands its contribution on with `x.grad += dx`. Until the first one arrives, backward
+# leaves the placeholder _PENDING in x's gradient, and `_PENDING += dx` keeps dx itself: no
+# zero-filled buffer, no copy. That dx may be shared (`add` hands the same g to both inputs,
+# `reshape` a view of it), so it is kept as _Borrowed and never written in place: the next `+=`
+# makes a new array (borrowed + dx), which x owns. When backward ends, every leaf owns its
+# gradient, so outside backward `.grad` is None or a plain array. Ops need not know any of this.
+class _Pending:
+    __slots__ = ()
+
+    def __iadd__(self, dx):
+        return _Borrowed(dx)
+
+    def __isub__(self, dx):
+        return np.negative(dx)            # a new array: owned
+
+
+class _Borrowed:
+    __slots__ = ("array",)
+
+    def __init__(self, array):
+        self.array = array
+
+    def __iadd__(self, dx):
+        return self.array + dx            # a new array, owned from now on
+
+    def __isub__(self, dx):
+        return self.array - dx
+
+
+_PENDING = _Pending()
+
+
+def _gradient_for(t: Tensor, value):
+    """What `t.grad = value` stores: None, a placeholder during backward, or an array t owns."""
+    if value is None or value is _PENDING:
+        return value
+    shape, dtype = t.data.shape, t.data.dtype
+    if type(value) is _Borrowed:
+        g = value.array
+        if g.shape != shape or g.dtype != dtype:
+            # a first contribution may still have size-1 axes (sum's backward) or another float
+            # dtype (cast's): view it at t's shape and dtype, still borrowed
+            value = _Borrowed(np.broadcast_to(g.astype(dtype, copy=False), shape))
+        return value
+    g = np.asarray(value)
+    if g.shape == shape and g.dtype == dtype and g.flags.writeable:
+        return g                          # t's own now: backward adds into it in place
+    owned = np.empty(shape, dtype)        # a broadcast view, another dtype, a read-only array:
+    owned[...] = g                        # copied into an array of t's shape and dtype
+    return owned
 
 
 # The ops live in tensor/functional.py, which imports this file; bind it last.

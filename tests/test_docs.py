@@ -251,10 +251,10 @@ def op_table_problems(table: dict, ops, other_names, covered: dict) -> list:
 
 def test_backprop_doc_has_a_row_for_every_op_with_its_registered_test():
     import tensor
-    import test_ops_grad                                  # the @covers registry
+    import ops_helpers                                    # the @covers registry
     table = op_table((ROOT / "docs" / "backprop.md").read_text(encoding="utf-8"))
     assert op_table_problems(table, tensor.OPS, tensor.NON_DIFFERENTIABLE + tensor.CREATION,
-                             test_ops_grad.registry()) == []
+                             ops_helpers.registry()) == []
     assert [op for op in table if not hasattr(tensor, op)] == []
 
 

@@ -89,7 +89,6 @@ def op_cases(dtype):
         "scaled_dot_product_attention": (
             lambda: F.scaled_dot_product_attention(x, m.T, m.T, mask=np.tri(3, 2, dtype=bool)),
             (x, m)),
-        # the ops of tests/test_ops_more.py
         "abs": (lambda: F.abs(x - 1.0), (x,)),
         "clip": (lambda: F.clip(x, 0.7, 1.5), (x,)),
         "sigmoid": (lambda: F.sigmoid(x), (x,)),
@@ -141,6 +140,54 @@ def test_pow_with_a_numpy_scalar_exponent_keeps_float32():
     assert (x ** np.float64(2.0)).dtype == np.float32
 
 
+def other_op_cases(dtype):
+    """A second call of some ops, with other arguments: a number or a row as the second
+    operand, other axes, bounds and indices."""
+    rng = np.random.default_rng(0)
+    x = tensor.Tensor(rng.uniform(0.5, 2.0, size=(3, 4)).astype(dtype), requires_grad=True)
+    y = tensor.Tensor(rng.uniform(0.5, 2.0, size=(4,)).astype(dtype), requires_grad=True)
+    return {
+        "abs": lambda: F.abs(x - 1.25),
+        "clip": lambda: F.clip(x, 0.75, 1.5),
+        "sigmoid": lambda: F.sigmoid(x),
+        "silu": lambda: F.silu(x),
+        "rsqrt": lambda: F.rsqrt(x),
+        "maximum": lambda: F.maximum(x, y),
+        "minimum": lambda: F.minimum(x, 1.0),
+        "min": lambda: F.min(x, axis=1),
+        "logsumexp": lambda: F.logsumexp(x, axis=-1),
+        "std": lambda: F.std(x, axis=0, correction=1),
+        "expand": lambda: F.expand(y, 2, 4),
+        "repeat": lambda: F.repeat(x, 2, 1),
+        "gather": lambda: F.gather(x, 1, np.array([[0, 3], [1, 1], [2, 0]])),
+        "tril": lambda: F.tril(x),
+        "triu": lambda: F.triu(x, 1),
+        "pad": lambda: F.pad(x, (1, 1)),
+    }, (x, y)
+
+
+OTHER_CASE_OPS = ("abs", "clip", "sigmoid", "silu", "rsqrt", "maximum", "minimum", "min",
+                  "logsumexp", "std", "expand", "repeat", "gather", "tril", "triu", "pad")
+
+
+def test_the_second_dtype_table_covers_its_ops():
+    cases, _ = other_op_cases(np.float32)
+    assert sorted(cases) == sorted(OTHER_CASE_OPS)
+    assert set(OTHER_CASE_OPS) <= set(tensor.OPS)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_ops_keep_the_float_dtype_with_other_arguments(dtype):
+    cases, leaves = other_op_cases(dtype)
+    for op, thunk in cases.items():
+        out = thunk()
+        assert out.dtype == dtype, f"{op}: {np.dtype(dtype)} in, {out.dtype} out"
+        out.backward(np.ones(out.shape, dtype=dtype))
+        for t in leaves:
+            assert t.grad is None or t.grad.dtype == dtype, f"{op}: gradient {t.grad.dtype}"
+            t.grad = None
+
+
 # ---------------------------------------------------------------------------------------------
 # Creation helpers
 # ---------------------------------------------------------------------------------------------
@@ -178,6 +225,38 @@ def test_arange_matches_numpy(args, kwargs):
     t = tensor.arange(*args, **kwargs)
     assert t.dtype == np.float32
     np.testing.assert_array_equal(t.data, np.arange(*args, **kwargs, dtype=np.float32))
+
+
+def test_arange():
+    np.testing.assert_array_equal(tensor.arange(5).data, np.arange(5, dtype=np.float32))
+    np.testing.assert_array_equal(tensor.arange(1, 2, 0.25, dtype=np.float64).data,
+                                  [1.0, 1.25, 1.5, 1.75])
+    assert tensor.arange(3).dtype == np.float32 and not tensor.arange(3).requires_grad
+
+
+def test_full_and_eye():
+    t = tensor.full((2, 3), 2.5)
+    assert t.dtype == np.float32 and not t.requires_grad
+    np.testing.assert_array_equal(t.data, np.full((2, 3), 2.5))
+    assert tensor.full(4, 1.0, dtype=np.float64, requires_grad=True).requires_grad
+    assert tensor.full(4, 1.0).shape == (4,)
+    np.testing.assert_array_equal(tensor.eye(3).data, np.eye(3))
+    np.testing.assert_array_equal(tensor.eye(2, 4, dtype=np.float64).data, np.eye(2, 4))
+    assert tensor.eye(3).dtype == np.float32
+
+
+def test_the_like_helpers_copy_shape_and_dtype():
+    x = tensor.randn(2, 3, dtype=np.float64)
+    for t, value in ((tensor.zeros_like(x), 0.0), (tensor.ones_like(x), 1.0),
+                     (tensor.full_like(x, -4.0), -4.0)):
+        assert t.shape == (2, 3) and t.dtype == np.float64 and not t.requires_grad
+        np.testing.assert_array_equal(t.data, np.full((2, 3), value))
+        assert t.data is not x.data
+    assert tensor.zeros_like(x, dtype=np.float32).dtype == np.float32
+    assert tensor.ones_like(x, requires_grad=True).requires_grad
+    idx = tensor.Tensor(np.arange(3))                         # an integer tensor stays integer
+    assert tensor.full_like(idx, 7).dtype == idx.dtype
+    assert tensor.zeros_like(np.ones((2, 2), dtype=np.float64)).dtype == np.float64
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,6 +338,58 @@ def test_intermediate_grads_are_not_kept_and_constants_get_none():
     h.sum().backward()
     assert h.grad is None and c.grad is None
     np.testing.assert_array_equal(x.grad, [3.0, 4.0])
+
+
+def test_grad_is_a_plain_array_the_tensor_owns_after_assignment():
+    p = tensor.Tensor(np.zeros((3, 4), dtype=np.float32), requires_grad=True)
+    row = np.arange(4, dtype=np.float32)
+    for value in (np.broadcast_to(row, (3, 4)),          # a read-only view of p's shape
+                  row,                                    # a row, broadcast to p's shape
+                  np.ones((3, 4)),                        # float64
+                  2.5):                                   # a number
+        p.grad = value
+        assert type(p.grad) is np.ndarray, type(p.grad)
+        assert p.grad.shape == (3, 4) and p.grad.dtype == np.float32
+        np.testing.assert_array_equal(p.grad, np.broadcast_to(value, (3, 4)))
+        p.grad[0, 0] = 7.0                                # p's own: what it came from is untouched
+        np.testing.assert_array_equal(row, np.arange(4))
+    p.grad = np.broadcast_to(row, (3, 4))
+    (p * 2.0).sum().backward()                            # backward adds into it
+    assert type(p.grad) is np.ndarray
+    np.testing.assert_array_equal(p.grad, np.broadcast_to(row, (3, 4)) + 2.0)
+    mine = np.zeros((3, 4), dtype=np.float32)             # an array of p's shape and dtype is
+    p.grad = mine                                         # kept as it is, as in PyTorch
+    (p * 1.0).sum().backward()
+    assert p.grad is mine and (mine == 1.0).all()
+
+
+def test_writing_into_a_grad_cannot_change_another_tensors_grad():
+    # add hands the same g to both inputs, sum a view with size-1 axes, reshape a view of g:
+    # each first contribution is borrowed during backward, and each leaf ends with its own array
+    g = normal(0, (2, 3))
+    x, y, z = leaf(np.zeros((2, 3))), leaf(np.zeros((2, 3))), leaf(np.zeros(6))
+    out = x + y + z.reshape(2, 3)
+    out.backward(g)
+    s, t = leaf(np.ones((2, 3))), leaf(np.ones((2, 3)))
+    (s.sum() + t.sum()).backward()
+    for a in (x, y, z, s, t):
+        assert type(a.grad) is np.ndarray and a.grad.flags.writeable
+    x.grad[...] = -1.0
+    z.grad[...] = -2.0
+    s.grad[...] = -3.0
+    np.testing.assert_array_equal(y.grad, g)
+    np.testing.assert_array_equal(g, normal(0, (2, 3)))   # nor the gradient passed in
+    np.testing.assert_array_equal(t.grad, np.ones((2, 3)))
+
+
+def test_a_failed_backward_leaves_no_placeholder_in_grad():
+    x = leaf([1.0, 2.0])
+    out = (x * x).sum()
+    out.backward()
+    with pytest.raises(RuntimeError, match="retain_graph"):
+        out.backward()
+    assert out.grad is None
+    assert type(x.grad) is np.ndarray
 
 
 def _graph_with_a_watched_intermediate(retain_graph):
@@ -404,6 +535,31 @@ def test_numpy_array_matmul_tensor(dtype):
     np.testing.assert_allclose(x.grad, np.ones((3, 2)))
     out = x.T @ np.ones(3)
     assert isinstance(out, tensor.Tensor) and out.dtype == dtype
+
+
+def test_tensors_still_hash_by_identity_and_compare_with_none():
+    x, y = leaf([1.0, 2.0]), leaf([1.0, 2.0])          # equal values, different tensors
+    assert len({x, y, x}) == 2
+    d = {x: "x", y: "y"}
+    assert d[x] == "x" and d[y] == "y"
+    assert hash(x) != hash(y)
+    assert (x == None) is False and (x != None) is True     # noqa: E711 (the operator is tested)
+    assert (x == "x") is False
+    with pytest.raises(TypeError, match="ambiguous"):       # as in PyTorch: no truth value
+        bool(x == y)
+
+
+def test_a_model_with_comparison_operators_still_trains():
+    """nn keeps parameters in dicts and sets by identity: `==` returning a tensor breaks nothing."""
+    model = tensor.nn.Sequential(tensor.nn.Linear(3, 4), tensor.nn.Linear(4, 2))
+    params = model.parameters()
+    assert len(params) == len(set(params)) == 4
+    opt = tensor.optim.AdamW(params, lr=0.1)
+    x = tensor.randn(5, 3, seed=0)
+    before = [p.data.copy() for p in params]
+    model(x).sum().backward()
+    opt.step()
+    assert all(not np.array_equal(p.data, b) for p, b in zip(params, before))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -213,8 +213,6 @@ class GradientReducer:
         start = 0
         for i, p in enumerate(self.params):
             g = p.grad
-            if g is not None and not isinstance(g, np.ndarray):
-                g = g.array                          # a read-only gradient (tensor/tensor.py)
             if g is None:
                 buf[start:start + p.size] = 0
             else:

@@ -5,10 +5,10 @@
     matmul_ref(a, b)     the same product, always through np.matmul (the oracle)
 
 By default every product goes to NumPy's BLAS: measured on the 2-core AMD EPYC (AVX2) this runs
-on, BLAS beats this kernel on the threads each would get, idle or under load (the figures are
-above the dispatcher, below). The kernel is here to be read -- how a fast GEMM packs and tiles
-its operands -- is held to the reference by tests/test_kernels.py, and runs under
-set_num_threads(n, owner="numba").
+on, BLAS beats this kernel on the threads each would get, idle or under load (the reasoning is
+above the dispatcher, below; the figures in benchmarks/README.md). The kernel is here to be
+read -- how a fast GEMM packs and tiles its operands -- is held to the reference by
+tests/test_kernels.py, and runs under set_num_threads(n, owner="numba").
 
 Any strides are accepted: the backward products g @ wᵀ and xᵀ @ g arrive as transposed views and
 are not copied first; the kernel packs its operands itself (below). The result is a new
@@ -170,38 +170,20 @@ def matmul_numba(a, b):
 # ---------------------------------------------------------------------------------------------
 # Dispatcher
 # ---------------------------------------------------------------------------------------------
-# Which path is faster depends on who owns the cores (tensor/kernels/threads.py). Measured with
-# benchmarks/kernels.py on the idle 2-core AMD EPYC (AVX2) this was written on, float32,
-# best of 100, GFLOP/s; "2-D" is the 9 products of a block's linear layers (768 rows, C = 128,
-# forward, g @ Wᵀ and xᵀ @ g), "batched" the 6 attention products (48 matrices of 64 x 32/64):
-#
-#                        owner="blas" (default)        owner="numba"
-#                        BLAS 2 thr.  Numba 1 thr.     BLAS 1 thr.  Numba 2 thr.
-#   2-D                   124 - 160     51 - 60          85 - 90      93 - 123
-#   batched                61 - 68      27 - 30          59 - 68      51 - 57
-#
-# owner="numba", Numba 2 threads / BLAS 1 thread, 2-D (M x K @ K x N) as the size grows:
-#   M x K x N   32x128x384  64x128x384  128x128x384  256x128x384  768x128x128  768x512x128
-#   Numba/BLAS     0.66        0.80        0.98         1.14         1.05         1.35
-#
-# Re-measured for issue 13 on the same kind of machine, shared with other work (load average
-# 1.2-1.5), numba/numpy speed ratios over the 15 products (benchmarks/kernels.py's last lines):
-#   owner="blas", BLAS 2 thr. / Numba 1 thr. (the default, idle)      0.41 - 0.63  (BLAS 52-68)
-#   owner="blas", BLAS 1 thr. / Numba 1 thr. ("auto" under load)      0.56 - 0.92  (BLAS 26-34)
-#   owner="numba", BLAS 1 thr. / Numba 2 thr.                         1.08 - 1.54  (Numba 29-52)
-# So wherever the products run by default -- BLAS on both cores, or on the one core "auto"
-# leaves under load -- BLAS is faster than our kernel on the thread it would get, and the
-# kernel only wins when it is given the cores BLAS would otherwise use, where the whole step is
-# slower (2-D: Numba 43-52 on two threads against BLAS 52-68 on two). The Numba kernel is
-# therefore teaching code on the default path: it shows how a GEMM is tiled and packed, its tests
-# hold it to the reference, and owner="numba" runs it.
+# Which path is faster depends on who owns the cores (tensor/kernels/threads.py). Wherever the
+# products run by default -- BLAS on both cores, or on the one core "auto" leaves under load --
+# BLAS beats this kernel on the thread the kernel would get; the kernel wins only when given the
+# cores BLAS would otherwise use, where the whole step is slower. So on the default path the
+# Numba kernel is teaching code (how a GEMM is tiled and packed, held to the reference by the
+# tests), and owner="numba" runs it. The figures: benchmarks/README.md ("matmul's dispatcher",
+# from benchmarks/kernels.py).
 #
 # Rule: owner "blas"  -> always BLAS (one Numba thread stays under two BLAS threads, and under
 #       one BLAS thread as well);
 #       owner "numba" -> the Numba kernel for 2-D products of at least NUMBA_MIN_MACS
-#       multiply-adds, where it overtakes BLAS; BLAS for batched ones (measured ahead of our
-#       two threads on the idle machine; on the shared one Numba led them by 1.08-1.27, so
-#       this rule is the one to re-measure if owner="numba" is ever made a default).
+#       multiply-adds, where it overtakes BLAS; BLAS for batched ones (ahead of our two threads
+#       on an idle machine, behind them on a shared one: the rule to re-measure if
+#       owner="numba" is ever made a default).
 NUMBA_MIN_MACS = 768 * 128 * 128
 
 

@@ -68,13 +68,8 @@ _FAST = {"reassoc", "contract"}
 # One row is bound by memory, and a core's own hardware prefetcher keeps too few cache lines in
 # flight to draw the bandwidth a matrix-vector product needs: it follows one stream and stops at
 # each 4 KiB page. So the one-row kernels ask for the weight row _AHEAD rows on while they work
-# on this one. Measured on the 2-core Intel Xeon (AVX-512; 260 MB L3), 2 threads, a (3072, 768)
-# product over 600 MB of distinct matrices (so from memory, as in decoding), GB/s of weights:
-#                      no prefetch   1 row ahead   2   4   8   16 rows ahead
-#   int8                   13.9           -       20.2  21.3 21.5  21.3
-#   bfloat16               16.4           -       24.7  24.8 22.6   -
-# (bfloat16 widened through an L1 buffer instead of in a register, with no prefetch: 14.7.)
-# NumPy's float32 matrix-vector product reads 27.6 GB/s on the same test.
+# on this one. 4 rows ahead draws about 1.5x the bandwidth of no prefetch, within a few percent
+# of the best distance for both int8 and bfloat16 (benchmarks/README.md, "Quantized kernels").
 _AHEAD = 4
 
 
@@ -319,31 +314,23 @@ def _blas_blocks(x, N, widen):
     return out
 
 
-# Who runs these kernels (issue 13). While one of them runs, BLAS has no work, so the kernels
+# Who runs these kernels. While one of them runs, BLAS has no work, so the kernels
 # take every thread the policy gives products, whoever owns them: get_num_threads() -- all cores
 # on an idle machine, the count given to set_num_threads, or under "auto" the cores other
 # processes leave free (check_load is called here too, so a run of quantized products follows
 # the load even when no float product comes between them). The risk is OpenBLAS's workers, which
-# spin for a while after a parallel product and hold the core a Numba thread needs. Measured on
-# the 2-core AMD EPYC (AVX2; load average 1.3, idle at the start), int8 (3072 x 768) kernel on 2
-# Numba threads, median ms:                                        M = 1    M = 8
-#   nothing before                                                  0.20     0.70
-#   right after a 2-thread BLAS product 128x768 @ 768x768           1.98     2.52
-#   right after decode attention (8,12,1,64) @ (8,12,64,1000)      0.30     0.80
-#   right after the same 128x768 product on 1 BLAS thread           0.23     0.72
-#   on 1 Numba thread instead (nothing before / after the product)  0.38     1.37
-# and 1, 10, 30 ms after the big product the M = 8 kernel took 1.46, 1.65, 0.86 ms. OpenBLAS's
-# workers spin for 2^28 cycles by default; on the Xeon a whole bfloat16 prompt pass right after
-# one parallel product took 90-160 ms instead of 40. tensor/__init__.py therefore shortens that
-# spin (OPENBLAS_THREAD_TIMEOUT) at its source, and what is left costs at most a few ms once
-# after each parallel BLAS product, while one Numba thread would lose 2x on every call: the
-# kernels take the policy's threads.
+# spin for a while after a parallel product and hold the core a Numba thread needs: a kernel
+# right after a 2-thread BLAS product took up to 10x its usual time. tensor/__init__.py
+# therefore shortens that spin (OPENBLAS_THREAD_TIMEOUT) at its source, and what is left costs at
+# most a few ms once after each parallel BLAS product, while one Numba thread would lose 2x on
+# every call: the kernels take the policy's threads. The measurements: benchmarks/README.md
+# ("Quantized kernels").
 @contextlib.contextmanager
 def kernel_threads():
     """Run a kernel on the threads the policy gives products (tensor.kernels.set_num_threads;
     under "auto", the cores other processes leave free): these kernels are bound by memory
     traffic (one row) or by multiply-adds (several rows), and one core alone gets half of
-    either. See the measurements above for why BLAS's owning the cores does not matter."""
+    either. See the comment above for why BLAS's owning the cores does not matter."""
     check_load()                               # "auto": one clock read between two looks
     before = numba.get_num_threads()
     want = max(1, min(get_num_threads(), numba.config.NUMBA_NUM_THREADS))

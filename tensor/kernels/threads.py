@@ -5,37 +5,22 @@ for a while after a parallel call so that the next call starts fast. On a 2-core
 pool holds a core the other pool is waiting for: a parallel region, whose threads meet at a
 barrier, then waits for a thread that cannot run. So only one of them may run parallel.
 
-Measured on the 2-core AMD EPYC (AVX2; OpenBLAS 0.3.31 "Haswell" kernels) this was written
-on, float32, GFLOP/s, best / median of 100 runs:
-
-                            BLAS 1, Numba 1   BLAS 1, Numba 2   BLAS 2, Numba 1   BLAS 2, Numba 2
-  np.matmul 768x128@128x384     71 / 64           82 / 76          150 / 134         149 / 135
-  Numba     768x128@128x384     55 / 46          122 / 108          62 / 55           98 / 82
-  np.matmul 48x(64x32@32x64)    56 / 52           63 / 61           63 / 61           50 / 43
-  Numba     48x(64x32@32x64)    24 / 23           47 / 41           30 / 27           45 / 39
-  the two products alternately, as in a training step:
-    np.matmul 768x128@128x384   79 / 74           87 / 80          142 / 126          71 / 7
-    Numba batched               24 / 22           45 / 35           30 / 25           25 / 0.4
-
-The last column is the fight: both pools parallel, and the medians fall 20x (BLAS) and 100x
-(Numba) once the two alternate. Of the two ways to avoid it:
-  owner="blas"  (BLAS 2, Numba 1): BLAS does the 2-D products at 134-150 GFLOP/s, the batched
-                attention products at 63, and the Numba kernels run on the calling thread.
-  owner="numba" (BLAS 1, Numba 2): the Numba kernel does the 2-D products at 108-122, BLAS the
-                batched ones at 63, and the softmax kernels get both cores.
-benchmarks/kernels.py over all 15 matmuls of a block (forward and both backward products) and the
-causal softmax (48, 64, 64), forward + backward, on the idle machine:
-  owner="blas":   2-D 124-160 GFLOP/s (BLAS), batched 61-68 (BLAS), softmax 721 us (1 thread)
-  owner="numba":  2-D  93-123 GFLOP/s (Numba), batched 59-68 (BLAS), softmax 411 us (2 threads)
-"blas" is faster where the time goes (the 2-D products are ~90% of a block's matmul flops; the
-softmax saving is ~0.3 ms against ~2 ms), so it is the default; `set_num_threads(n,
-owner="numba")` chooses the other. `matmul` dispatches according to the owner (matmul.py).
+When both pools run parallel and a training step alternates their products, the medians fall
+20x (BLAS) and 100x (Numba). Of the two ways to avoid that fight:
+  owner="blas"  (BLAS on every core, Numba on the calling thread): BLAS does the 2-D products
+                and the batched attention products.
+  owner="numba" (BLAS on one thread, Numba on every core): the Numba kernel does the 2-D
+                products, BLAS the batched ones, and the softmax kernels get every core.
+"blas" is faster where the time goes (the 2-D products are ~90% of a block's matmul flops, the
+softmax's saving small beside them), so it is the default; `set_num_threads(n,
+owner="numba")` chooses the other. The measurements: benchmarks/README.md ("Who owns the
+cores"). `matmul` dispatches according to the owner (matmul.py).
 Importing tensor.kernels changes nothing in BLAS; the Numba kernels run on one thread until
 set_num_threads says otherwise.
 
 Under load: "auto", the default. Another process busy on one of the two cores hurts any parallel
 region (each call waits for the thread that has no core; BLAS fell to 3-20 GFLOP/s in such
-runs), and the issue (13) measured `tinygpt sample` 30x slower than with one BLAS thread. So
+runs), and `tinygpt sample` ran 30x slower than with one BLAS thread. So
 until set_num_threads is given a count, BLAS gets the cores other processes leave free:
 `check_load`, called by `matmul` before every product and acting at most once every CHECK_EVERY
 seconds, reads /proc/stat; the busy time of our cores minus this process's own CPU time
