@@ -20,7 +20,8 @@ import numpy as np
 
 from . import nn
 from .kernels import quantized as kq
-from .tensor import Tensor, is_grad_enabled
+from .mode import is_grad_enabled
+from .tensor import Tensor
 
 DTYPES = ("float32", "bfloat16", "int8")      # what quantize_ accepts; float32 changes nothing
 BYTES_PER_WEIGHT = {"float32": 4, "bfloat16": 2, "int8": 1}
