@@ -315,36 +315,13 @@ def prepare(source, out, tokenizer: str = "char", val_fraction: float = 0.1, wor
     <|endoftext|> token for gpt2, a newline for char. A literal "<|endoftext|>" inside a text is
     encoded as ordinary text. Returns the meta dict written to out/meta.json.
     """
-    from .progress import Progress
-    from .tokenizer import CharTokenizer
-
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     files = source_files(source)
     total_bytes = sum(p.stat().st_size for p in files)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-
-    if tokenizer == "char":
-        # The vocabulary must be known before the first id is written: one extra pass to collect it.
-        chars: set[str] = {"\n"} if len(files) > 1 else set()
-        bar = Progress(total_bytes, desc="vocabulary", unit="B", enabled=progress)
-        done = 0
-        for _, text, nbytes in _read_documents(files, chunk_chars=chunk_chars):
-            chars.update(text)
-            done += nbytes
-            bar.update(done, chars=len(chars))
-        bar.close()
-        if not chars:
-            raise ValueError(f"{source}: the text is empty")
-        tok = CharTokenizer("".join(sorted(chars)))
-        separator = tok.encode_array("\n") if len(files) > 1 else None
-    elif tokenizer == "gpt2":
-        from .bpe import GPT2Tokenizer
-        tok = GPT2Tokenizer.from_tiktoken()
-        separator = np.array([tok.eot_token])
-    else:
-        raise ValueError(f"tokenizer must be 'char' or 'gpt2', got {tokenizer!r}")
+    tok, separator = _prepare_tokenizer(tokenizer, files, source, total_bytes, progress, chunk_chars)
     dtype = "uint16" if tok.vocab_size <= 1 << 16 else "uint32"
     if workers is None:                                   # the cores this process may use
         workers = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
@@ -355,23 +332,9 @@ def prepare(source, out, tokenizer: str = "char", val_fraction: float = 0.1, wor
     train_tmp, val_tmp = out / "train.bin.tmp", out / "val.bin.tmp"
     (out / "meta.json").unlink(missing_ok=True)   # until the new one is written, out is incomplete
     digests: dict = {}
-    n_tokens, done, last_doc, documents = 0, 0, -1, 0
-    bar = Progress(total_bytes, desc="prepare", unit="B", enabled=progress)
     try:
-        with open(train_tmp, "wb") as f:
-            chunks = _read_documents(files, digests, chunk_chars)
-            for doc, ids, nbytes in _encoded(chunks, tok, dtype, workers):
-                if doc != last_doc and len(ids):
-                    if documents:
-                        separator.astype(DTYPES[dtype]).tofile(f)
-                        n_tokens += len(separator)
-                    last_doc, documents = doc, documents + 1
-                ids.astype(DTYPES[dtype], copy=False).tofile(f)
-                n_tokens += len(ids)
-                done += nbytes
-                bar.update(done, tokens=f"{n_tokens:,}")
-        bar.close()
-
+        n_tokens, documents = _write_ids(train_tmp, files, digests, tok, separator, dtype,
+                                         workers, total_bytes, progress, chunk_chars)
         n_train = int(n_tokens * (1 - val_fraction))          # as Dataset.from_ids splits
         if n_train < 1 or n_tokens - n_train < 1:
             raise ValueError(f"{source} gives only {n_tokens} tokens: too few to split into training "
@@ -380,7 +343,6 @@ def prepare(source, out, tokenizer: str = "char", val_fraction: float = 0.1, wor
         os.replace(train_tmp, out / "train.bin")
         os.replace(val_tmp, out / "val.bin")
     finally:
-        bar.close()
         for tmp in (train_tmp, val_tmp):
             tmp.unlink(missing_ok=True)
 
@@ -406,6 +368,57 @@ def prepare(source, out, tokenizer: str = "char", val_fraction: float = 0.1, wor
     tmp.write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, out / "meta.json")
     return meta
+
+
+def _prepare_tokenizer(kind: str, files, source, total_bytes: int, progress: bool,
+                       chunk_chars: int):
+    """(tokenizer, the ids that separate two documents or None). A character vocabulary must be
+    known before the first id is written: one extra pass over the text collects it."""
+    from .progress import Progress
+    from .tokenizer import CharTokenizer
+    if kind == "gpt2":
+        from .bpe import GPT2Tokenizer
+        tok = GPT2Tokenizer.from_tiktoken()
+        return tok, np.array([tok.eot_token])
+    if kind != "char":
+        raise ValueError(f"tokenizer must be 'char' or 'gpt2', got {kind!r}")
+    chars: set[str] = {"\n"} if len(files) > 1 else set()
+    bar = Progress(total_bytes, desc="vocabulary", unit="B", enabled=progress)
+    done = 0
+    for _, text, nbytes in _read_documents(files, chunk_chars=chunk_chars):
+        chars.update(text)
+        done += nbytes
+        bar.update(done, chars=len(chars))
+    bar.close()
+    if not chars:
+        raise ValueError(f"{source}: the text is empty")
+    tok = CharTokenizer("".join(sorted(chars)))
+    return tok, (tok.encode_array("\n") if len(files) > 1 else None)
+
+
+def _write_ids(path: Path, files, digests: dict, tok, separator, dtype: str, workers: int,
+               total_bytes: int, progress: bool, chunk_chars: int) -> tuple[int, int]:
+    """Every document's ids into `path`, separated; returns (tokens written, documents). Each
+    file's size and sha256 go into digests as it is read."""
+    from .progress import Progress
+    n_tokens, done, last_doc, documents = 0, 0, -1, 0
+    bar = Progress(total_bytes, desc="prepare", unit="B", enabled=progress)
+    try:
+        with open(path, "wb") as f:
+            chunks = _read_documents(files, digests, chunk_chars)
+            for doc, ids, nbytes in _encoded(chunks, tok, dtype, workers):
+                if doc != last_doc and len(ids):
+                    if documents:
+                        separator.astype(DTYPES[dtype]).tofile(f)
+                        n_tokens += len(separator)
+                    last_doc, documents = doc, documents + 1
+                ids.astype(DTYPES[dtype], copy=False).tofile(f)
+                n_tokens += len(ids)
+                done += nbytes
+                bar.update(done, tokens=f"{n_tokens:,}")
+    finally:
+        bar.close()
+    return n_tokens, documents
 
 
 def _move_tail(train_file: Path, val_file: Path, n_train: int, dtype: np.dtype) -> None:
