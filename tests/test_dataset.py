@@ -1,4 +1,5 @@
-"""`tinygpt prepare` and prepared data directories (nanoGPT's train.bin / val.bin layout).
+"""tinygpt/dataset.py: prepared data directories (what `tinygpt prepare` writes, and nanoGPT's
+train.bin / val.bin layout).
 
 Oracles: the in-memory path (`CharTokenizer.from_text(text)`, `Dataset.from_ids`) for the ids and
 the split, tiktoken's GPT-2 encoding (built offline from the bundled ranks, as in test_bpe.py) for
@@ -21,12 +22,7 @@ from tinygpt.dataset import (SHAKESPEARE, Dataset, is_prepared_dir, open_prepare
                              read_text)
 from tinygpt.tokenizer import CharTokenizer, tokenizer_from_dict
 
-from test_bpe import load_ranks_for_oracle
-
-
-@pytest.fixture(scope="module")
-def shakespeare() -> str:
-    return SHAKESPEARE.read_text(encoding="utf-8")
+from helpers import load_ranks_for_oracle
 
 
 @pytest.fixture(scope="module")
