@@ -19,11 +19,11 @@ def small_vocab():
 @pytest.mark.parametrize("n, stride", [(20, 16), (75, 32), (75, 8), (75, 5), (33, 1), (64, 31),
                                        (70, 32), (65, 32)])
 def test_strided_perplexity(small_vocab, n, stride):
-    hf_ids = [int(i) for i in np.random.default_rng(n).integers(0, 97, n)]
+    ids = [int(i) for i in np.random.default_rng(n).integers(0, 97, n)]
     seen = []
-    ppl, scored, _ = strided_perplexity(small_vocab, hf_ids, stride,
+    ppl, scored, _ = strided_perplexity(small_vocab, ids, stride,
                                         lambda done, total: seen.append((done, total)))
-    want, count = perplexity_oracle(small_vocab, hf_ids, stride)
+    want, count = perplexity_oracle(small_vocab, ids, stride)
     assert scored == count
     assert count == (n - 1 if stride < TINY_GPT2["block_size"] else n - 1 - (n - 1) // stride)
     assert seen[-1] == (count, count) and seen == sorted(seen)

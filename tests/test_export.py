@@ -46,8 +46,8 @@ def test_export_of_a_model_without_biases(tmp_path):
     result = export(out, tmp_path / "hf")
     assert result.exit_code == 0, result.output
     loaded, _ = load_pretrained(tmp_path / "hf")                 # zero biases: the same function
-    hf_ids = tok.encode("bad cafe")
-    np.testing.assert_allclose(logits(loaded, hf_ids), logits(model, hf_ids), rtol=0, atol=1e-6)
+    ids = tok.encode("bad cafe")
+    np.testing.assert_allclose(logits(loaded, ids), logits(model, ids), rtol=0, atol=1e-6)
 
 
 def test_export_round_trip_char_model(tmp_path):
@@ -61,9 +61,9 @@ def test_export_round_trip_char_model(tmp_path):
     assert not (tmp_path / "hf" / "vocab.json").exists()
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["eos_token_id"] is None
     loaded, loaded_tok = load_pretrained(tmp_path / "hf")
-    hf_ids = tok.encode("hello wörld")
-    assert loaded_tok.encode("hello wörld") == hf_ids
-    np.testing.assert_array_equal(logits(loaded, hf_ids), logits(model, hf_ids))
+    ids = tok.encode("hello wörld")
+    assert loaded_tok.encode("hello wörld") == ids
+    np.testing.assert_array_equal(logits(loaded, ids), logits(model, ids))
     result = CliRunner().invoke(main, ["generate", "--model", str(tmp_path / "hf"),
                                        "--max-new-tokens", "5", "--seed", "0", "hello"])
     assert result.exit_code == 0, result.output

@@ -117,11 +117,12 @@ def test_a_bad_hugging_face_config_field_names_the_file_key_and_value(hf_dir, tm
 
 def test_tinygpt_load_reads_a_training_run(tiny_run):
     import tinygpt
+    from tinygpt import checkpoint as ckpt
     out = tiny_run(max_iters=4, eval_interval=4, eval_iters=1)
     idx = np.array([[1, 2, 3, 4]])
     for which in ("best", "latest"):
         model, tok, description = tinygpt.load(out, which=which)
-        want, want_tok, config = checkpoint.load_model(out, which=which)   # the checkpoint module
+        want, want_tok, config = ckpt.load_model(out, which=which)   # the checkpoint module
         assert not model.training and description == config["source"]
         for name, x in want.state_dict().items():
             np.testing.assert_array_equal(model.state_dict()[name], x, err_msg=name)

@@ -107,6 +107,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
 
 def test_nan_advice_can_be_followed(tmp_path):
     """The non-finite-loss error says to resume with a lower --lr: that must work."""
+    from tinygpt.train import NonFiniteLoss
     out = tmp_path / "run"
     def poison(it, stop, model):
         if it == 6:
@@ -314,6 +315,7 @@ def test_grad_accum_sums_micro_batches_into_one_larger_batch():
     (the same sequences): float64, to 1e-12."""
     from tinygpt.dataset import Dataset
     from tinygpt.distributed import micro_batches
+    from tinygpt.model import GPT, GPTConfig
     cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)
     model = GPT(cfg, dtype=np.float64, seed=3)
     data = Dataset.from_ids(np.random.default_rng(1).integers(0, 11, 500), block_size=8)
