@@ -509,8 +509,8 @@ def test_inspect_a_hugging_face_directory(inspect_hf_dir):
     assert "wte.weight (50257, 16)" in out and "wpe.weight (24, 16)" in out
     assert "att (1, 2, 2, 2)" in out                        # (B, nh, T, T) for T = 2
     assert "attention of layer 1, head 1" in out
-    top = [l for l in out.splitlines() if l.strip()[:3] in ("1. ", "2. ", "3. ")]
-    assert len([l for l in top if "%" in l]) == 3
+    top = [line for line in out.splitlines() if line.strip()[:3] in ("1. ", "2. ", "3. ")]
+    assert len([line for line in top if "%" in line]) == 3
 
 
 def test_inspect_a_training_checkpoint(two_layer_run):

@@ -250,7 +250,7 @@ def test_ring_allreduce_traffic():
     assert dist.ring_bytes_per_rank(1000, 2) == 1000          # half out, then half back
     assert dist.ring_bytes_per_rank(1000, 4) == 1500
     table = dist.traffic_table(sizes=(2,), links_gbit=(1,))
-    row = next(l for l in table.splitlines() if l.startswith("| gpt2 |"))
+    row = next(line for line in table.splitlines() if line.startswith("| gpt2 |"))
     assert "497.8 MB" in row and "3.98 s" in row               # 124.4 M × 4 B × 8 bit / 1 Gb/s
 
 

@@ -137,7 +137,7 @@ def test_heatmap_draws_weights_and_leaves_the_future_blank():
     att = np.zeros((T, T))
     att[:, 0] = 1.0                                         # every token looks at token 0
     lines = heatmap(att, ["a", "b", "c", "d"]).splitlines()
-    rows = [l for l in lines if l[:3].strip().isdigit()]
+    rows = [line for line in lines if line[:3].strip().isdigit()]
     assert len(rows) == T
     for i, row in enumerate(rows):
         cells = row[row.index(" ", 5) + 1:][: 2 * T]        # the 2-character cells after the label

@@ -385,7 +385,7 @@ def test_finetune_lowers_val_loss_and_records_where_it_started(tmp_path, hf_dir,
     r = finetune(out, hf_dir, text_file)
     assert r.exit_code == 0, r.output
     assert "context cropped from 32 to 16" in r.output and "starting from" in r.output
-    rows = [l.split(",") for l in (out / "metrics.csv").read_text().splitlines()[1:]]
+    rows = [line.split(",") for line in (out / "metrics.csv").read_text().splitlines()[1:]]
     assert float(rows[-1][2]) < float(rows[0][2]) - 0.5                  # val loss fell
     config = ckpt.find_checkpoint(out, "latest")[1]
     assert config["train"]["init_from"] == str(hf_dir.resolve())
