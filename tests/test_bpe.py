@@ -1,10 +1,10 @@
 """GPT-2 byte-level BPE, checked against published facts, tiktoken and Hugging Face (when installed).
 
-The tiktoken oracle is built offline from the bundled ranks file, loaded here with our own few lines
-(not with tinygpt's loader), and GPT-2's published pre-tokenizer regex.
+The tiktoken oracle is built offline from the bundled ranks file, loaded with our own few lines
+(helpers.load_ranks_for_oracle, not with tinygpt's loader), and GPT-2's published pre-tokenizer
+regex.
 """
 
-import base64
 import json
 import sys
 import unicodedata
@@ -12,28 +12,15 @@ import unicodedata
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tinygpt.bpe import BUNDLED_RANKS, DATA_DIR, EOT, GPT2_PATTERN, GPT2Tokenizer, pretokenize, safe_cut
+from tinygpt.bpe import EOT, GPT2_PATTERN, GPT2Tokenizer, pretokenize, safe_cut
 from tinygpt.tokenizer import tokenizer_from_dict
 
-SHAKESPEARE = DATA_DIR / "tinyshakespeare.txt"
+from helpers import load_ranks_for_oracle
 
 
 @pytest.fixture(scope="module")
 def tok() -> GPT2Tokenizer:
     return GPT2Tokenizer.from_tiktoken()
-
-
-@pytest.fixture(scope="module")
-def shakespeare() -> str:
-    return SHAKESPEARE.read_text(encoding="utf-8")
-
-
-def load_ranks_for_oracle() -> dict[bytes, int]:
-    ranks = {}
-    for line in BUNDLED_RANKS.read_text().splitlines():
-        token, rank = line.split()
-        ranks[base64.b64decode(token)] = int(rank)
-    return ranks
 
 
 def make_oracle(pat_str: str):

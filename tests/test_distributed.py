@@ -8,9 +8,6 @@ accumulates the same two micro-batches.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,13 +25,7 @@ from tinygpt import distributed as dist                              # noqa: E40
 from tinygpt.distributed import (World, GradientReducer, DistributedError,  # noqa: E402
                                  micro_batches)
 
-LAUNCHER_VARS = dist.LAUNCHER_RANK_VARS + dist.LAUNCHER_SIZE_VARS
-
-
-def _env_without_launcher():
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    return env
+from helpers import env_without_launcher, find_mpiexec, run_in_group        # noqa: E402
 
 
 # -- the world ------------------------------------------------------------------------------------
@@ -43,7 +34,7 @@ def test_world_without_a_launcher_is_one_rank_and_never_imports_mpi4py():
     # a fresh interpreter: this one may have imported mpi4py for another test
     code = ("import sys; from tinygpt.distributed import world; w = world(); "
             "print(w.rank, w.size, w.is_main, 'mpi4py' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], env=_env_without_launcher(),
+    out = subprocess.run([sys.executable, "-c", code], env=env_without_launcher(),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0", "1", "True", "False"]
@@ -67,7 +58,7 @@ def test_world_refuses_an_mpiexec_from_another_mpi_library():
     # the launcher says 2 ranks but mpi4py's MPI sees 1: what happens when the mpiexec on PATH
     # is not the one mpi4py was installed with; each rank would otherwise train alone
     pytest.importorskip("mpi4py")
-    env = {**_env_without_launcher(), "PMI_RANK": "0", "PMI_SIZE": "2"}
+    env = {**env_without_launcher(), "PMI_RANK": "0", "PMI_SIZE": "2"}
     code = "from tinygpt.distributed import world; world()"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=120)
@@ -252,7 +243,7 @@ def test_ring_allreduce_traffic():
     assert dist.ring_bytes_per_rank(1000, 2) == 1000          # half out, then half back
     assert dist.ring_bytes_per_rank(1000, 4) == 1500
     table = dist.traffic_table(sizes=(2,), links_gbit=(1,))
-    row = next(l for l in table.splitlines() if l.startswith("| gpt2 |"))
+    row = next(line for line in table.splitlines() if line.startswith("| gpt2 |"))
     assert "497.8 MB" in row and "3.98 s" in row               # 124.4 M × 4 B × 8 bit / 1 Gb/s
 
 
@@ -338,30 +329,6 @@ def _rank_main(out_dir):
              mean_rank=mean_rank, caught=np.array(caught), is_main=world.is_main, stops=stops,
              **{f"grad{i}": g for i, g in enumerate(grads)},
              **{f"weight{i}": w for i, w in enumerate(weights)})
-
-
-def find_mpiexec() -> str:
-    """The mpiexec installed beside this Python (the MPI of its mpi4py), else the one on PATH."""
-    beside = Path(sys.executable).parent / "mpiexec"
-    found = str(beside) if beside.exists() else shutil.which("mpiexec")
-    if found is None:
-        pytest.skip('no mpiexec on PATH: pip install -e ".[mpi]" installs MPICH\'s')
-    return found
-
-
-def run_in_group(cmd, timeout, env=None):
-    """Run cmd in its own process group, so that on a timeout every rank is killed too (a rank
-    left waiting in an Allreduce spins a core)."""
-    proc = subprocess.Popen(cmd, env=env if env is not None else _env_without_launcher(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def _mpiexec_run(args, timeout):

@@ -1,29 +1,26 @@
-"""Generation: the KV cache against full forward passes, the sliding window, sampling, and the
-method GPT.generate against the free function it is built on.
+"""tinygpt/generate.py: the KV cache against full forward passes, the sliding window, sampling,
+the method GPT.generate against the free function it is built on, several sequences decoded
+together (generate_batch), and the text a stream of tokens prints (TextStream, encode_prompt).
 
 Oracles: a full forward pass over the whole context (no cache) for the logits; a plain loop of
 full forwards + argmax for greedy decoding; NumPy softmax for the sampling distributions; the
-streaming function tinygpt.generate.generate, one row at a time, for GPT.generate.
+streaming function tinygpt.generate.generate, one row at a time, for GPT.generate and for
+generate_batch (whose models are float64, so the batched products' different rounding cannot
+flip a token); and decoding all bytes at once for TextStream.
 """
 import numpy as np
 import pytest
 
 import tensor
+from tinygpt.bpe import GPT2Tokenizer
 from tinygpt.model import KVCache
-from tinygpt.generate import generate, sample_next
+from tinygpt.generate import TextStream, generate, generate_batch, sample_next
 from tinygpt.model import GPT, GPTConfig
+from tinygpt.tokenizer import CharTokenizer
+
+from helpers import random_model
 
 CFG = dict(vocab_size=97, block_size=24, n_layer=2, n_head=4, n_embd=32)
-
-
-def random_model(seed=0, **overrides):
-    """A GPT whose every parameter (biases and LayerNorm gains too) is random, in eval mode."""
-    model = GPT(GPTConfig(**{**CFG, **overrides}), seed=seed)
-    rng = np.random.default_rng(seed + 100)
-    for name, p in model.named_parameters():
-        gain = name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight"))   # LayerNorm: ~1
-        p.data[...] = (1.0 if gain else 0.0) + (0.3 if gain else 0.1) * rng.standard_normal(p.shape)
-    return model.eval()
 
 
 def full_logits(model, ids):
@@ -45,7 +42,7 @@ def greedy_oracle(model, ids, n, stop_token=None):
 
 @pytest.fixture(scope="module")
 def model():
-    return random_model()
+    return random_model(CFG, offset=100)
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +155,7 @@ def test_stop_token_ends_generation(model, ids):
 
 
 def test_generate_restores_training_mode(ids):
-    model = random_model().train()
+    model = random_model(CFG, offset=100).train()
     list(generate(model, ids[:3], 2, temperature=0))
     assert model.training
 
@@ -292,3 +289,130 @@ def test_vocab_size_keeps_padded_embedding_rows_out_of_the_samples(model, ids):
     assert list(generate(model, ids, 12, temperature=0, vocab_size=limit)) == want
     sampled = list(generate(model, ids, 200, temperature=2.0, seed=0, vocab_size=limit))
     assert max(sampled) < limit
+
+
+# ----- generate_batch: several sequences decoded together (`--num-samples N`) ---------------------
+
+BATCH_CFG = dict(vocab_size=31, block_size=12, n_layer=2, n_head=2, n_embd=16)
+
+
+@pytest.fixture(scope="module")
+def batch_model():
+    return GPT(GPTConfig(**BATCH_CFG), seed=3, dtype=np.float64)
+
+
+def rows_of(steps, B):
+    """Per-step lists -> B lists of tokens (None after a row ended dropped)."""
+    return [[s[i] for s in steps if s[i] is not None] for i in range(B)]
+
+
+def test_greedy_rows_equal_one_at_a_time(batch_model):
+    prompts = np.random.default_rng(0).integers(0, 31, (4, 5)).tolist()
+    got = rows_of(list(generate_batch(batch_model, prompts, 9, temperature=0)), 4)
+    for p, row in zip(prompts, got):
+        assert row == list(generate(batch_model, p, 9, temperature=0))
+
+
+@pytest.mark.parametrize("top_k,top_p", [(None, None), (5, None), (None, 0.8)])
+def test_sampled_rows_follow_their_own_seeds(batch_model, top_k, top_p):
+    prompt = [1, 2, 3]
+    seeds = [7, 8, 9, 10, 11]
+    got = rows_of(list(generate_batch(batch_model, [prompt] * 5, 10, temperature=1.3, top_k=top_k,
+                                      top_p=top_p, seeds=seeds)), 5)
+    want = [list(generate(batch_model, prompt, 10, temperature=1.3, top_k=top_k, top_p=top_p,
+                          seed=s)) for s in seeds]
+    assert got == want
+    assert len({tuple(r) for r in got}) > 1             # the seeds gave different samples
+
+
+def test_past_the_context_the_window_slides_as_for_one_sequence(batch_model):
+    """30 new tokens with a 12-token context: every row restarts from its last 12 tokens."""
+    prompts = [[4, 5, 6], [7, 8, 9]]
+    got = rows_of(list(generate_batch(batch_model, prompts, 30, temperature=0.9, seeds=[1, 2])), 2)
+    for p, s, row in zip(prompts, [1, 2], got):
+        assert row == list(generate(batch_model, p, 30, temperature=0.9, seed=s))
+
+
+def test_a_row_that_samples_the_stop_token_ends_and_the_others_go_on(batch_model):
+    prompts = [[1, 2]] * 6
+    seeds = list(range(6))
+    stop = 0
+    want = [list(generate(batch_model, [1, 2], 25, temperature=2.0, seed=s, stop_token=stop))
+            for s in seeds]
+    assert min(map(len, want)) < 25 and max(map(len, want)) == 25   # some rows stop early
+    steps = list(generate_batch(batch_model, prompts, 25, temperature=2.0, seeds=seeds,
+                                stop_token=stop))
+    assert rows_of(steps, 6) == want
+    assert len(steps) == 25
+    for i, row in enumerate(want):                       # None only after the stop token
+        assert all(s[i] is None for s in steps[len(row):])
+
+
+def test_the_batch_stops_when_every_row_has_stopped(batch_model):
+    seeds = [0, 1]
+    want = [list(generate(batch_model, [1, 2], 200, temperature=3.0, seed=s, stop_token=5))
+            for s in seeds]
+    assert max(map(len, want)) < 200, "pick another stop token for this test"
+    steps = list(generate_batch(batch_model, [[1, 2]] * 2, 200, temperature=3.0, seeds=seeds,
+                                stop_token=5))
+    assert len(steps) == max(map(len, want))
+
+
+def test_prompts_of_different_lengths_are_refused(batch_model):
+    with pytest.raises(ValueError, match=r"same length.*generate\(\)"):
+        list(generate_batch(batch_model, [[1, 2], [1, 2, 3]], 3))
+    with pytest.raises(ValueError, match="one each"):
+        list(generate_batch(batch_model, [[1], [2]], 3, seeds=[1]))
+
+
+def test_batched_int8_rows_equal_one_at_a_time():
+    """The quantized kernels' few-rows path gives each row what the one-row path gives."""
+    from tinygpt.quantize import quantize_gpt
+    m = quantize_gpt(GPT(GPTConfig(**BATCH_CFG), seed=4, dtype=np.float64), "int8")
+    prompts = np.random.default_rng(1).integers(0, 31, (5, 4)).tolist()
+    got = rows_of(list(generate_batch(m, prompts, 8, temperature=0)), 5)
+    assert got == [list(generate(m, p, 8, temperature=0)) for p in prompts]
+
+
+# ----- the text of a stream of tokens -------------------------------------------------------------
+
+def test_text_stream_never_splits_a_character():
+    tok = GPT2Tokenizer.from_tiktoken()
+    text = "héllo 世界 🎉 naïve — ok"
+    ids = tok.encode(text)
+    # the test needs tokens that end inside a character (else it proves nothing)
+    assert any(_cuts_a_character(tok.decode_bytes([i])) for i in ids)
+    stream = TextStream(tok)
+    pieces = [stream.feed(i) for i in ids] + [stream.flush()]
+    assert "".join(pieces) == text
+    assert all("\ufffd" not in p for p in pieces)
+
+
+def _cuts_a_character(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+        return False
+    except UnicodeDecodeError:
+        return True
+
+
+def test_text_stream_flushes_an_unfinished_character():
+    tok = GPT2Tokenizer.from_tiktoken()
+    lead = next(i for i in range(256) if tok.decode_bytes([i]) == b"\xc3")   # é's first byte
+    stream = TextStream(tok)
+    assert stream.feed(lead) == ""                              # held back: half a character
+    assert stream.flush() == "\ufffd"                           # the end: shown as unfinished
+
+
+def test_an_empty_prompt_is_a_new_document_for_bpe_and_a_newline_for_characters():
+    from tinygpt.generate import encode_prompt, prompt_text
+    bpe = GPT2Tokenizer.from_tiktoken()
+    assert encode_prompt(bpe, "") == [bpe.eot_token]
+    assert prompt_text(bpe, "") == ""
+    chars = CharTokenizer.from_text("ab\ncd")
+    assert prompt_text(chars, "") == "\n"
+    assert encode_prompt(chars, "") == chars.encode("\n")
+    assert encode_prompt(chars, "ba") == chars.encode("ba")
+    no_newline = CharTokenizer.from_text("abcd")
+    with pytest.raises(ValueError, match="prompt"):
+        encode_prompt(no_newline, "")

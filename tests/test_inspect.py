@@ -1,74 +1,36 @@
-"""tinygpt/inspect.py and the `tinygpt inspect` / `tinygpt plot` commands, on tiny local models.
+"""tinygpt/inspect.py on tiny local models: attention maps, next-token probabilities, the trace
+through the blocks, and the text it prints (heatmaps, token labels). The `inspect` and `plot`
+commands are tested in test_cli.py.
 
 Oracles: the definition of attention (rows are probability distributions, zero in the future),
 the model's own forward pass (the logits and every block's output must be reproduced from the
 maps we report), and, when the `parity` extra is installed, transformers' GPT2LMHeadModel with
 output_attentions=True on the same weights.
 """
-import json
 import math
-import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import tensor
-from tensor.io import save_safetensors
-from tinygpt.cli import main
-from tinygpt.export import hf_config, hf_tensors
 from tinygpt.inspect import (MASKED, attention_maps, causal_attention_weights, heatmap,
                              next_token_probs, token_labels, top_k, trace)
-from tinygpt.model import GPT, GPTConfig
 from tinygpt.tokenizer import CharTokenizer
+from tinygpt.loading import load_model
 
-SMALL = dict(vocab_size=50257, block_size=24, n_layer=2, n_head=2, n_embd=16)
-TINY_TRAIN = ["--n-layer", "2", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
-              "--batch-size", "4", "--eval-interval", "10", "--eval-iters", "2", "--quiet",
-              "--max-iters", "20"]
-
-
-def random_model(dtype=np.float64, seed=0, **overrides):
-    """Every parameter random (gains and biases too) and large enough that attention is far
-    from uniform, so a wrong scale, head order or mask shows."""
-    model = GPT(GPTConfig(**{**SMALL, **overrides}), seed=seed, dtype=dtype)
-    rng = np.random.default_rng(seed + 1)
-    for name, p in model.named_parameters():
-        gain = name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight"))
-        p.data[...] = (1.0 if gain else 0.0) + (0.3 if gain else 0.5) * rng.standard_normal(p.shape)
-    return model.eval()
+from helpers import INSPECT_GPT2, random_model
 
 
 @pytest.fixture(scope="module")
 def model():
-    return random_model()
+    """Every parameter random (gains and biases too) and large enough that attention is far
+    from uniform, so a wrong scale, head order or mask shows."""
+    return random_model(INSPECT_GPT2, dtype=np.float64, std=0.5)
 
 
 @pytest.fixture(scope="module")
 def ids():
-    return [int(i) for i in np.random.default_rng(7).integers(0, SMALL["vocab_size"], 11)]
-
-
-def write_hf_dir(path, model):
-    """A Hugging Face GPT-2 directory, written by tinygpt's own export functions."""
-    path.mkdir(parents=True, exist_ok=True)
-    save_safetensors(path / "model.safetensors", hf_tensors(model))
-    (path / "config.json").write_text(json.dumps(hf_config(model.config, 50256)))
-    return path
-
-
-@pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory):
-    return write_hf_dir(tmp_path_factory.mktemp("hf") / "tiny", random_model(np.float32))
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A real `tinygpt train` checkpoint (char tokenizer) with its metrics.csv."""
-    out = tmp_path_factory.mktemp("train") / "out"
-    result = CliRunner().invoke(main, ["train", *TINY_TRAIN, "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out
+    return [int(i) for i in np.random.default_rng(7).integers(0, INSPECT_GPT2["vocab_size"], 11)]
 
 
 # ----- the attention maps ----------------------------------------------------------------------
@@ -88,7 +50,7 @@ def test_every_row_is_a_distribution_over_earlier_tokens(model, ids):
 
 def test_next_token_probs_are_the_softmax_of_the_models_last_logits(model, ids):
     probs = next_token_probs(model, ids)
-    assert probs.shape == (SMALL["vocab_size"],)
+    assert probs.shape == (INSPECT_GPT2["vocab_size"],)
     assert math.isclose(probs.sum(), 1.0, abs_tol=1e-12)
     with tensor.no_grad():
         logits = model(np.array([ids]))[0].data[0, -1]
@@ -120,7 +82,7 @@ def test_the_maps_reproduce_every_blocks_output(model, ids):
 
 
 def test_fused_and_op_by_op_models_give_the_same_maps(ids):
-    model = random_model()
+    model = random_model(INSPECT_GPT2, dtype=np.float64, std=0.5)
     with tensor.fused(False):
         plain = trace(model, ids)
     with tensor.fused(True):
@@ -143,17 +105,16 @@ def test_attention_weights_from_one_qkv_by_definition():
 
 def test_prompt_longer_than_the_context_is_refused(model):
     with pytest.raises(ValueError, match="block_size"):
-        trace(model, list(range(SMALL["block_size"] + 1)))
+        trace(model, list(range(INSPECT_GPT2["block_size"] + 1)))
 
 
-def test_agrees_with_transformers_output_attentions(hf_dir, ids):
+def test_agrees_with_transformers_output_attentions(inspect_hf_dir, ids):
     torch = pytest.importorskip("torch", reason="needs the `parity` extra")
     transformers = pytest.importorskip("transformers", reason="needs the `parity` extra")
-    hf = transformers.GPT2LMHeadModel.from_pretrained(hf_dir, attn_implementation="eager").eval()
+    hf = transformers.GPT2LMHeadModel.from_pretrained(inspect_hf_dir, attn_implementation="eager").eval()
     with torch.no_grad():
         out = hf(torch.tensor([ids]), output_attentions=True)
-    from tinygpt.loading import load_model
-    model, _ = load_model(hf_dir)[:2]
+    model, _ = load_model(inspect_hf_dir)[:2]
     for ours, theirs in zip(attention_maps(model, ids), out.attentions):
         np.testing.assert_allclose(ours, theirs[0].numpy(), rtol=0, atol=2e-5)
     logits = out.logits[0, -1].double().numpy()
@@ -176,7 +137,7 @@ def test_heatmap_draws_weights_and_leaves_the_future_blank():
     att = np.zeros((T, T))
     att[:, 0] = 1.0                                         # every token looks at token 0
     lines = heatmap(att, ["a", "b", "c", "d"]).splitlines()
-    rows = [l for l in lines if l[:3].strip().isdigit()]
+    rows = [line for line in lines if line[:3].strip().isdigit()]
     assert len(rows) == T
     for i, row in enumerate(rows):
         cells = row[row.index(" ", 5) + 1:][: 2 * T]        # the 2-character cells after the label
@@ -195,113 +156,6 @@ def test_token_labels_show_spaces_newlines_and_partial_characters():
     labels = token_labels(tok, emoji)
     assert "".join(labels) == "".join(f"\\x{b:02x}" for b in "🤗".encode())   # \xf0\x9f\xa4\x97
     assert token_labels(CharTokenizer("ab \n"), [2, 3, 0]) == ["␣", "↵", "a"]
-
-
-# ----- tinygpt inspect ------------------------------------------------------------------------
-
-def test_inspect_a_hugging_face_directory(hf_dir):
-    result = CliRunner().invoke(main, ["inspect", "--model", str(hf_dir), "--layer", "1",
-                                       "--head", "1", "--top-k", "3", "Hello world"])
-    assert result.exit_code == 0, result.output
-    out = result.output
-    assert "id 15496" in out and "id 995" in out            # "Hello", " world" in GPT-2's BPE
-    assert "wte.weight (50257, 16)" in out and "wpe.weight (24, 16)" in out
-    assert "att (1, 2, 2, 2)" in out                        # (B, nh, T, T) for T = 2
-    assert "attention of layer 1, head 1" in out
-    top = [l for l in out.splitlines() if l.strip()[:3] in ("1. ", "2. ", "3. ")]
-    assert len([l for l in top if "%" in l]) == 3
-
-
-def test_inspect_a_training_checkpoint(run_dir):
-    result = CliRunner().invoke(main, ["inspect", "--model", str(run_dir), "--layer", "-1",
-                                       "ROMEO:"])
-    assert result.exit_code == 0, result.output
-    assert "the prompt is 6 tokens" in result.output
-    assert "attention of layer 1, head 0" in result.output   # -1 is the last of 2 layers
-
-
-def test_inspect_crops_a_long_prompt_to_the_context(run_dir):
-    result = CliRunner().invoke(main, ["inspect", "--model", str(run_dir), "a" * 40])
-    assert result.exit_code == 0, result.output
-    assert "using the last 16" in result.output
-    assert "the prompt is 16 tokens" in result.output
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--layer", "2"], "--layer 2 is out of range: this model has 2 layers"),
-    (["--head", "-3"], "--head -3 is out of range: this model has 2 heads"),
-])
-def test_inspect_names_the_valid_range(run_dir, args, message):
-    result = CliRunner().invoke(main, ["inspect", "--model", str(run_dir), *args, "hi"])
-    assert result.exit_code == 1
-    assert message in result.output
-
-
-def test_inspect_unknown_model_says_what_to_give(tmp_path):
-    result = CliRunner().invoke(main, ["inspect", "--model", str(tmp_path / "nope"), "hi"])
-    assert result.exit_code == 1
-    assert "neither a directory nor a GPT-2 name" in result.output
-
-
-def test_inspect_png(hf_dir, tmp_path):
-    pytest.importorskip("matplotlib", reason="PNG output needs the optional extra `plot`")
-    png = tmp_path / "att.png"
-    result = CliRunner().invoke(main, ["inspect", "--model", str(hf_dir), "--png", str(png),
-                                       "The cat sat"])
-    assert result.exit_code == 0, result.output
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert f"saved the 2 heads of layer 0 to {png}" in result.output
-
-
-def without_matplotlib(monkeypatch):
-    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "matplotlib", None)      # `import matplotlib` now fails
-
-
-def test_inspect_png_without_matplotlib_says_how_to_install(hf_dir, tmp_path, monkeypatch):
-    without_matplotlib(monkeypatch)
-    result = CliRunner().invoke(main, ["inspect", "--model", str(hf_dir), "--png",
-                                       str(tmp_path / "a.png"), "Hi"])
-    assert result.exit_code == 1
-    assert 'pip install "tinygpt[plot]"' in result.output
-    assert not (tmp_path / "a.png").exists()
-
-
-# ----- tinygpt plot ---------------------------------------------------------------------------
-
-def test_plot_writes_loss_png(run_dir, tmp_path):
-    pytest.importorskip("matplotlib", reason="plotting needs the optional extra `plot`")
-    result = CliRunner().invoke(main, ["plot", "--model", str(run_dir)])
-    assert result.exit_code == 0, result.output
-    assert (run_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "3 evaluations" in result.output                  # iterations 0, 10, 20
-    other = tmp_path / "curves.png"
-    result = CliRunner().invoke(main, ["plot", "--model", str(run_dir), "--png", str(other)])
-    assert result.exit_code == 0 and other.exists()
-
-
-def test_plot_without_matplotlib_exits_1_with_the_install_line(run_dir, monkeypatch, tmp_path):
-    without_matplotlib(monkeypatch)
-    target = tmp_path / "loss.png"
-    result = CliRunner().invoke(main, ["plot", "--model", str(run_dir), "--png", str(target)])
-    assert result.exit_code == 1
-    assert 'pip install "tinygpt[plot]"' in result.output
-    assert not target.exists()
-
-
-def test_plot_missing_metrics_names_the_file(tmp_path):
-    result = CliRunner().invoke(main, ["plot", "--model", str(tmp_path)])
-    assert result.exit_code == 1
-    assert str(tmp_path / "metrics.csv") in result.output
-    assert "not found" in result.output
-
-
-def test_plot_rejects_a_csv_of_another_kind(tmp_path):
-    (tmp_path / "metrics.csv").write_text("step,loss\n1,2.0\n")
-    result = CliRunner().invoke(main, ["plot", "--model", str(tmp_path)])
-    assert result.exit_code == 1
-    assert "val_loss" in result.output
 
 
 def test_token_labels_of_an_id_past_the_tokenizer():

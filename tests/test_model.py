@@ -1,5 +1,4 @@
-"""GPT-2 model: gradients, names, causality, learning, checkpoints, the public API."""
-import json
+"""tinygpt/model.py: gradients, names, causality, learning, what model.py imports."""
 import math
 from pathlib import Path
 import subprocess
@@ -13,23 +12,15 @@ from tensor import functional as F
 from tensor import nn
 import tinygpt
 from tinygpt.model import GPT, GPTConfig, PRESETS
-from tensor.io import load_safetensors
-from tinygpt import checkpoint as ckpt
-from tinygpt.tokenizer import CharTokenizer
-from run_helpers import load_run
 
-
-def tiny(dtype=np.float32, **kw):
-    cfg = dict(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8, dropout=0.0)
-    cfg.update(kw)
-    return GPT(GPTConfig(**cfg), seed=0, dtype=dtype)
+from helpers import tiny_gpt
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused-kernels", "op-by-op"])
 def test_whole_gpt_gradcheck_float64(fused):
     # Every parameter of a 2-layer, 2-head, 8-dim GPT, at T=5, against finite differences,
     # through the fused kernels and through the op-by-op NumPy path.
-    model = tiny(np.float64)
+    model = tiny_gpt(np.float64)
     rng = np.random.default_rng(1)
     # move off the symmetric init (zero biases, unit gains) so every path carries signal
     for p in model.parameters():
@@ -44,7 +35,7 @@ def test_whole_gpt_gradcheck_float64(fused):
 
 
 def test_fused_and_op_by_op_models_agree():
-    model = tiny()
+    model = tiny_gpt()
     idx = np.random.default_rng(0).integers(0, 11, size=(3, 8))
     with tensor.fused(True):
         a, la = model(idx, idx)
@@ -69,7 +60,7 @@ def _set_dropout_stream(model, seed):
 def test_fused_and_op_by_op_models_agree_with_dropout():
     # with dropout the fused attention draws its mask from the same stream, in the same order,
     # as the op-by-op path's attn_dropout: the same seed gives the same training step (float64)
-    model = tiny(np.float64, dropout=0.3)
+    model = tiny_gpt(np.float64, dropout=0.3)
     idx = np.random.default_rng(0).integers(0, 11, size=(3, 8))
     results = {}
     for fused in (True, False):
@@ -96,7 +87,7 @@ def test_fused_and_op_by_op_models_agree_with_dropout():
 
 
 def test_parameter_names_follow_gpt2():
-    names = [n for n, _ in tiny(n_layer=1).named_parameters()]
+    names = [n for n, _ in tiny_gpt(n_layer=1).named_parameters()]
     assert names == ["wte.weight", "wpe.weight",
                      "h.0.ln_1.weight", "h.0.ln_1.bias",
                      "h.0.attn.c_attn.weight", "h.0.attn.c_attn.bias",
@@ -105,7 +96,7 @@ def test_parameter_names_follow_gpt2():
                      "h.0.mlp.c_fc.weight", "h.0.mlp.c_fc.bias",
                      "h.0.mlp.c_proj.weight", "h.0.mlp.c_proj.bias",
                      "ln_f.weight", "ln_f.bias"]
-    sd = tiny(n_layer=1).state_dict()
+    sd = tiny_gpt(n_layer=1).state_dict()
     assert sd["h.0.attn.c_attn.weight"].shape == (8, 24)      # Conv1D layout [in, out]
     assert sd["h.0.mlp.c_fc.weight"].shape == (8, 32)         # 4x wider
 
@@ -224,30 +215,8 @@ def test_gpt_has_no_from_pretrained_any_more():
     assert not hasattr(GPT, "from_pretrained")
 
 
-def test_tinygpt_load_reads_a_training_run(tmp_path):
-    from tinygpt.train import TrainOptions, train
-    out = tmp_path / "out"
-    train(TrainOptions(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, max_iters=4,
-                       eval_interval=4, eval_iters=1, out=str(out)),
-          log=lambda *a, **k: None, progress=False)
-    idx = np.array([[1, 2, 3, 4]])
-    for which in ("best", "latest"):
-        model, tok, description = tinygpt.load(out, which=which)
-        chosen, config = ckpt.find_checkpoint(out, which)     # read directly: the oracle
-        want = GPT(GPTConfig.from_dict(config["model"]), init=False).eval()
-        want.load_state_dict(load_safetensors(chosen.path / "model.safetensors"))
-        want_tok = CharTokenizer.from_dict(config["tokenizer"])
-        assert not model.training and description == f"{chosen.describe()}, the {which} checkpoint"
-        for name, x in want.state_dict().items():
-            np.testing.assert_array_equal(model.state_dict()[name], x, err_msg=name)
-        with tensor.no_grad():
-            np.testing.assert_array_equal(model(idx)[0].data, want(idx)[0].data)
-        assert tok.encode("ROMEO:") == want_tok.encode("ROMEO:")
-        assert tok.decode(tok.encode("ROMEO:")) == "ROMEO:"
-
-
 def test_logits_are_causal():
-    model = tiny()
+    model = tiny_gpt()
     idx = np.array([[1, 2, 3, 4, 5, 6]])
     changed = idx.copy()
     changed[0, 4] = 9
@@ -257,7 +226,7 @@ def test_logits_are_causal():
 
 
 def test_output_projection_is_tied_to_wte():
-    model = tiny()
+    model = tiny_gpt()
     idx = np.array([[3, 1, 4]])
     logits = model(idx)[0].data
     # recompute the last step by hand: ln_f output @ wte.T
@@ -267,7 +236,7 @@ def test_output_projection_is_tied_to_wte():
 
 def test_block_size_is_enforced_with_clear_error():
     with pytest.raises(ValueError, match="block_size is 8"):
-        tiny()(np.zeros((1, 9), dtype=np.int64))
+        tiny_gpt()(np.zeros((1, 9), dtype=np.int64))
 
 
 def test_config_validation():
@@ -294,70 +263,3 @@ def test_tiny_model_overfits_a_short_string():
         loss.backward()
         opt.step()
     assert loss.item() < 0.05
-
-
-def test_checkpoint_round_trip(tmp_path):
-    from tinygpt.tokenizer import CharTokenizer
-    model = tiny()
-    tok = CharTokenizer.from_text("abcdefghijk")
-    config = {"model": model.config.to_dict(), "tokenizer": tok.to_dict(), "iteration": 7}
-    ckpt.save_checkpoint(tmp_path, model, config)
-    loaded, tok2, cfg = load_run(tmp_path)
-    idx = np.array([[1, 2, 3]])
-    np.testing.assert_array_equal(loaded(idx)[0].data, model(idx)[0].data)
-    assert tok2.decode(tok2.encode("abc")) == "abc" and cfg["iteration"] == 7
-    assert not list(tmp_path.glob("*.tmp*")), "no temp files left behind"
-
-
-def _saved(tmp_path):
-    from tinygpt.tokenizer import CharTokenizer
-    model = tiny()
-    config = {"model": model.config.to_dict(),
-              "tokenizer": CharTokenizer.from_text("abcdefghijk").to_dict(), "iteration": 3}
-    return ckpt.save_checkpoint(tmp_path, model, config)     # the checkpoint's directory
-
-
-def _without_manifest(d):
-    """As an older tinygpt wrote it: no manifest, so only the files' own checks remain."""
-    (d / "manifest.json").unlink()
-    return d
-
-
-def test_missing_checkpoint_names_the_directory(tmp_path):
-    with pytest.raises(ckpt.CheckpointError, match="nothing"):
-        load_run(tmp_path / "nothing")
-
-
-@pytest.mark.parametrize("manifest", [True, False])
-def test_truncated_weights_name_the_file(tmp_path, manifest):
-    d = _saved(tmp_path) if manifest else _without_manifest(_saved(tmp_path))
-    f = d / "model.safetensors"
-    f.write_bytes(f.read_bytes()[:-100])
-    with pytest.raises(ckpt.CheckpointError, match="model.safetensors"):
-        load_run(d)
-
-
-@pytest.mark.parametrize("manifest", [True, False])
-def test_corrupt_config_names_the_file(tmp_path, manifest):
-    d = _saved(tmp_path) if manifest else _without_manifest(_saved(tmp_path))
-    (d / "config.json").write_text("{not json")
-    with pytest.raises(ckpt.CheckpointError, match="config.json"):
-        load_run(d)
-
-
-def test_wrong_shapes_in_checkpoint_are_named(tmp_path):
-    d = _without_manifest(_saved(tmp_path))
-    cfg = json.loads((d / "config.json").read_text())
-    cfg["model"]["n_embd"] = 12
-    (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ckpt.CheckpointError, match="wte.weight"):
-        load_run(d)
-
-
-def test_mixed_iterations_are_detected(tmp_path):
-    d = _without_manifest(_saved(tmp_path))
-    cfg = json.loads((d / "config.json").read_text())
-    cfg["iteration"] = 99          # as if a crash left config.json from a later save
-    (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ckpt.CheckpointError, match="different saves"):
-        load_run(d)

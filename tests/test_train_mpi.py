@@ -8,7 +8,8 @@ import pytest
 
 from tensor.io import load_safetensors
 from tinygpt import checkpoint as ckpt
-from test_distributed import find_mpiexec, run_in_group
+
+from helpers import find_mpiexec, run_in_group
 
 pytest.importorskip("mpi4py", reason='mpi4py is not installed: pip install -e ".[mpi]"')
 

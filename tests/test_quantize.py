@@ -18,29 +18,14 @@ import tensor
 from tensor import nn
 from tensor.io import load_safetensors, open_safetensors, save_safetensors
 from tensor.quant import QuantEmbedding, QuantLinear, QuantMatrix, QuantWeight
-from tinygpt.export import hf_config, hf_tensors
+from tinygpt.export import hf_tensors
 from tinygpt.loading import LoadError, load_model
 from tinygpt.model import GPT, GPTConfig
 from tinygpt.quantize import quantize_gpt
 
-ROOT = Path(__file__).resolve().parents[1]
-SMALL = dict(vocab_size=50257, block_size=16, n_layer=2, n_head=2, n_embd=24)
+from helpers import ROOT, TINY_GPT2, logits, random_model, write_hf_dir
 
-
-def random_model(seed=0):
-    """Every parameter random, biases and gains too, so a swapped or skipped tensor shows."""
-    model = GPT(GPTConfig(**SMALL), seed=seed)
-    rng = np.random.default_rng(seed + 1)
-    for name, p in model.named_parameters():
-        p.data[...] = (1.0 if name.endswith("ln_1.weight") else 0.0) + 0.1 * rng.standard_normal(p.shape)
-    return model.eval()
-
-
-def write_hf_dir(path: Path, model, tensors=None) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(hf_config(model.config, 50256)))
-    save_safetensors(path / "model.safetensors", hf_tensors(model) if tensors is None else tensors)
-    return path
+SMALL = dict(TINY_GPT2, block_size=16, n_embd=24)
 
 
 def bf16_bits(x: np.ndarray) -> np.ndarray:
@@ -96,15 +81,10 @@ def whole_model(directory, dtype):
     return quantize_gpt(model, dtype)
 
 
-def logits(model, ids):
-    with tensor.no_grad():
-        out, _ = model(np.array([ids]))
-    return out.data[0]
-
-
 @pytest.fixture(scope="module")
 def source():
-    return random_model()
+    """Every parameter random, biases and gains too, so a swapped or skipped tensor shows."""
+    return random_model(SMALL, gains=("ln_1.weight",), gain_std=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -269,13 +249,8 @@ def test_float16_file(tmp_path, source, dtype):
 # ----- a tinygpt training run ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    from tinygpt.train import TrainOptions, train
-    out = tmp_path_factory.mktemp("run") / "out"
-    train(TrainOptions(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, max_iters=4,
-                       eval_interval=2, eval_iters=1, out=str(out)),
-          log=lambda *a, **k: None, progress=False)
-    return out
+def run_dir(tiny_run):
+    return tiny_run(max_iters=4, eval_interval=2, eval_iters=1)
 
 
 @pytest.mark.parametrize("which", ["best", "latest"])
@@ -288,12 +263,9 @@ def test_training_run_streams_as_the_whole_model(run_dir, dtype, which):
     assert_same_weights(got, quantize_gpt(want, dtype))
 
 
-def test_training_run_with_a_wrong_shape(tmp_path, run_dir):
-    import shutil
-
+def test_training_run_with_a_wrong_shape(run_dir, copy_run):
     from tinygpt import checkpoint
-    run = tmp_path / "run"
-    shutil.copytree(run_dir, run)
+    run = copy_run(run_dir)
     ckpt = checkpoint.find_checkpoint(run, "latest")[0].path
     file = ckpt / checkpoint.MODEL_FILE
     with open_safetensors(file) as f:
@@ -378,10 +350,7 @@ def gpt2_dir(tmp_path_factory):
     rng = np.random.default_rng(0)
     tensors = {name: (rng.standard_normal(p.shape, dtype=np.float32) * np.float32(0.02))
                for name, p in model.named_parameters()}
-    d = tmp_path_factory.mktemp("gpt2") / "gpt2"
-    d.mkdir()
-    (d / "config.json").write_text(json.dumps(hf_config(model.config, 50256)))
-    save_safetensors(d / "model.safetensors", tensors)
+    d = write_hf_dir(tmp_path_factory.mktemp("gpt2") / "gpt2", model, tensors)
     return d, sum(x.nbytes for x in tensors.values())
 
 

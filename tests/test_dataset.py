@@ -1,4 +1,6 @@
-"""`tinygpt prepare` and prepared data directories (nanoGPT's train.bin / val.bin layout).
+"""tinygpt/dataset.py: the bundled text and its batches, and prepared data directories (what
+`tinygpt prepare` writes, and nanoGPT's train.bin / val.bin layout). The `prepare` command's
+options and messages are tested in test_cli.py.
 
 Oracles: the in-memory path (`CharTokenizer.from_text(text)`, `Dataset.from_ids`) for the ids and
 the split, tiktoken's GPT-2 encoding (built offline from the bundled ranks, as in test_bpe.py) for
@@ -13,20 +15,13 @@ import textwrap
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from tinygpt.bpe import EOT, GPT2Tokenizer
-from tinygpt.cli.prepare import prepare_cmd
 from tinygpt.dataset import (SHAKESPEARE, Dataset, is_prepared_dir, open_prepared, prepare,
                              read_text)
 from tinygpt.tokenizer import CharTokenizer, tokenizer_from_dict
 
-from test_bpe import load_ranks_for_oracle
-
-
-@pytest.fixture(scope="module")
-def shakespeare() -> str:
-    return SHAKESPEARE.read_text(encoding="utf-8")
+from helpers import load_ranks_for_oracle
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +44,26 @@ def read_bin(path, dtype="<u2") -> np.ndarray:
 def split(ids, val_fraction=0.1):
     n_train = int(len(ids) * (1 - val_fraction))
     return np.asarray(ids[:n_train]), np.asarray(ids[n_train:])
+
+
+# ----- the bundled text and its batches -----------------------------------------------------------
+
+def test_bundled_shakespeare_facts():
+    from tinygpt.tokenizer import CharTokenizer
+    text = read_text()
+    assert len(text) == 1_115_394                                # from shared/data/README.md
+    tok = CharTokenizer.from_text(text)
+    assert tok.vocab_size == 65
+    data = Dataset.from_ids(tok.encode_array(text), block_size=64)
+    assert (len(data.train), len(data.val)) == (1_003_854, 111_540)
+
+
+def test_batches_are_shifted_targets_and_seeded():
+    data = Dataset.from_ids(np.arange(1000), block_size=8)
+    x, y = data.batch("train", 4, 8, np.random.default_rng(0))
+    np.testing.assert_array_equal(y, x + 1)
+    x2, _ = data.batch("train", 4, 8, np.random.default_rng(0))
+    np.testing.assert_array_equal(x, x2)
 
 
 # ----- writing ---------------------------------------------------------------------------------------
@@ -287,33 +302,6 @@ def test_memory_does_not_grow_with_the_corpus(tmp_path):
         assert int(batches_kb) < 60_000, f"RSS grew by {int(batches_kb):,} kB drawing 64 batches"
     finally:
         (out / "train.bin").unlink()
-
-
-# ----- the command -------------------------------------------------------------------------------------
-
-def test_cli_prepare(tmp_path, shakespeare):
-    (tmp_path / "in.txt").write_text(shakespeare[:30_000], encoding="utf-8")
-    runner = CliRunner()
-    result = runner.invoke(prepare_cmd, [str(tmp_path / "in.txt"), "--out", str(tmp_path / "d"), "--quiet",
-                                         "--val-fraction", "0.2"])
-    assert result.exit_code == 0, result.output
-    assert "24,000 train + 6,000 val tokens (uint16" in result.output
-    assert f"tinygpt train --data {tmp_path / 'd'}" in result.output
-    assert json.loads((tmp_path / "d" / "meta.json").read_text())["val_fraction"] == 0.2
-
-    result = runner.invoke(prepare_cmd, [str(tmp_path), "--out", str(tmp_path / "e"), "--tokenizer", "gpt2",
-                                         "--quiet", "--workers", "1"])
-    assert result.exit_code == 0, result.output                  # a directory holding in.txt
-
-    for args, code, message in [
-        ([str(tmp_path / "in.txt"), "--out", str(tmp_path / "f"), "--val-fraction", "1"], 2, "--val-fraction"),
-        ([str(tmp_path / "in.txt"), "--out", str(tmp_path / "f"), "--val-fraction", "nan"], 2, "--val-fraction"),
-        ([str(tmp_path / "missing.txt"), "--out", str(tmp_path / "f")], 2, "does not exist"),
-        ([str(tmp_path / "in.txt")], 2, "--out"),
-        ([str(tmp_path / "d"), "--out", str(tmp_path / "f")], 1, "no *.txt files"),
-    ]:
-        result = runner.invoke(prepare_cmd, args)
-        assert result.exit_code == code and message in result.output, (args, result.output)
 
 
 def test_progress_bar(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""CharTokenizer: checked against plain-Python references (sorted set, dict lookup) and the data README."""
+"""tinygpt/tokenizer.py: CharTokenizer, checked against plain-Python references (sorted set, dict lookup) and the data README."""
 
 import json
 
@@ -6,15 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tinygpt.bpe import DATA_DIR
 from tinygpt.tokenizer import CharTokenizer, tokenizer_from_dict
-
-SHAKESPEARE = DATA_DIR / "tinyshakespeare.txt"
-
-
-@pytest.fixture(scope="module")
-def shakespeare() -> str:
-    return SHAKESPEARE.read_text(encoding="utf-8")
 
 
 def reference_encode(chars: str, text: str) -> list[int]:
