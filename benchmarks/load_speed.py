@@ -22,7 +22,7 @@ shared machine other processes may be busy, so the cores they used are measured 
 
 Settings and conditions alternate within each round (the order of the settings rotates from
 round to round); printed are medians over the rounds, and each setting's ratio to the best
-setting of the same command under the same condition. The default's goal (issue 13): >= 0.8x
+setting of the same command under the same condition. The default's goal: >= 0.8x
 the best under load, and idle within 5% of `--threads 2` (the default before "auto" threads:
 BLAS owning both cores).
 """

@@ -243,7 +243,7 @@ def test_no_blas_found_is_a_silent_no_op(monkeypatch, policy):
 
 
 def test_auto_sends_every_product_to_blas(policy):
-    """Goal 3 of issue 13, as measured (matmul.py): under the default setting the Numba kernel
+    """As measured (benchmarks/README.md): under the default setting the Numba kernel
     is never on the hot path, whatever the size; owner="numba" still reaches it."""
     K.set_num_threads("auto")
     a = np.ones((768, 512), np.float32)

@@ -9,7 +9,7 @@ which is also the output projection (logits = x @ wteᵀ) and the largest matrix
 never multiplied), the LayerNorms and the biases (small, and sensitive), and every activation.
 tensor/quant.py has the layers, tensor/kernels/quantized.py the kernels.
 
-Two ways in, one result (bit for bit; tests/test_quant_load.py checks it):
+Two ways in, one result (bit for bit; tests/test_quantize.py checks it):
   quantize_gpt     a float32 model already in memory, quantized in place. Simple, but the
                    whole float32 model existed first: 6.2 GB for gpt2-xl.
   load_weights     what the loader uses (tinygpt/loading.py, for every --dtype): each weight is read
