@@ -144,6 +144,19 @@ def load_run(path, which="best", log=None, weight_dtype="float32"):
     return model, tok, {**config, "source": description, "checkpoint_dir": str(chosen.path)}
 
 
+def reseal(ckpt_dir) -> Path:
+    """Rewrite a checkpoint's manifest.json for its files as they are now, as save_checkpoint
+    writes it: a test's edit then passes the manifest and meets the files' own checks."""
+    d = Path(ckpt_dir)
+    old = json.loads((d / ckpt.MANIFEST_FILE).read_text())
+    files = {p.name: {"size": p.stat().st_size, "sha256": ckpt.sha256_file(p)}
+             for p in sorted(d.iterdir()) if p.is_file() and p.name != ckpt.MANIFEST_FILE}
+    manifest = {"format": ckpt.FORMAT, "iteration": old["iteration"], "files": files}
+    (d / ckpt.MANIFEST_FILE).write_text(json.dumps(
+        {**manifest, "manifest_sha256": ckpt._manifest_digest(manifest)}))
+    return d
+
+
 def edit_configs(run: Path, edit) -> None:
     """Change every config.json of a copied run that holds a tokenizer (wherever the checkpoint
     layout puts them)."""

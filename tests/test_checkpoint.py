@@ -23,7 +23,7 @@ from tinygpt import checkpoint as ckpt
 from tinygpt.cli.train import train_cmd
 from tinygpt.train import TrainOptions, train
 
-from helpers import load_run, TINY, assert_same_weights, final_weights, quiet, run_tiny, tiny_args, tiny_gpt
+from helpers import reseal, load_run, TINY, assert_same_weights, final_weights, quiet, run_tiny, tiny_args, tiny_gpt
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +128,11 @@ def _saved(tmp_path):
     return ckpt.save_checkpoint(tmp_path, model, config)     # the checkpoint's directory
 
 
-def _without_manifest(d):
-    """As an older tinygpt wrote it: no manifest, so only the files' own checks remain."""
-    (d / "manifest.json").unlink()
-    return d
+def test_a_checkpoint_without_its_manifest_is_incomplete(tmp_path):
+    d = _saved(tmp_path)
+    (d / "manifest.json").unlink()           # the manifest is written last: a save cut short
+    with pytest.raises(ckpt.CheckpointError, match="no manifest.json"):
+        load_run(d)
 
 
 def test_missing_checkpoint_names_the_directory(tmp_path):
@@ -142,37 +143,43 @@ def test_missing_checkpoint_names_the_directory(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # Damaged files
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("manifest", [True, False])
+@pytest.mark.parametrize("manifest", ["checked", "resealed"])
 def test_truncated_weights_name_the_file(tmp_path, manifest):
-    d = _saved(tmp_path) if manifest else _without_manifest(_saved(tmp_path))
+    d = _saved(tmp_path)
     f = d / "model.safetensors"
     f.write_bytes(f.read_bytes()[:-100])
+    if manifest == "resealed":            # past the manifest: the file's own checks catch it
+        reseal(d)
     with pytest.raises(ckpt.CheckpointError, match="model.safetensors"):
         load_run(d)
 
 
-@pytest.mark.parametrize("manifest", [True, False])
+@pytest.mark.parametrize("manifest", ["checked", "resealed"])
 def test_corrupt_config_names_the_file(tmp_path, manifest):
-    d = _saved(tmp_path) if manifest else _without_manifest(_saved(tmp_path))
+    d = _saved(tmp_path)
     (d / "config.json").write_text("{not json")
+    if manifest == "resealed":
+        reseal(d)
     with pytest.raises(ckpt.CheckpointError, match="config.json"):
         load_run(d)
 
 
 def test_wrong_shapes_in_checkpoint_are_named(tmp_path):
-    d = _without_manifest(_saved(tmp_path))
+    d = _saved(tmp_path)
     cfg = json.loads((d / "config.json").read_text())
     cfg["model"]["n_embd"] = 12
     (d / "config.json").write_text(json.dumps(cfg))
+    reseal(d)
     with pytest.raises(ckpt.CheckpointError, match="wte.weight"):
         load_run(d)
 
 
 def test_mixed_iterations_are_detected(tmp_path):
-    d = _without_manifest(_saved(tmp_path))
+    d = _saved(tmp_path)
     cfg = json.loads((d / "config.json").read_text())
     cfg["iteration"] = 99          # as if a crash left config.json from a later save
     (d / "config.json").write_text(json.dumps(cfg))
+    reseal(d)
     with pytest.raises(ckpt.CheckpointError, match="different saves"):
         load_run(d)
 
@@ -217,12 +224,13 @@ def test_a_changed_checksum_in_the_manifest_blames_the_manifest(tmp_path):
         load_run(out, which="latest")
 
 
-def test_a_manifest_without_its_own_checksum_still_loads_and_a_renamed_one_does_not(tmp_path):
+def test_a_manifest_without_its_own_checksum_or_with_it_renamed_is_damaged(tmp_path):
     out, manifest = _one_checkpoint(tmp_path)
     m = json.loads(manifest.read_text())
     own = m.pop("manifest_sha256")
-    manifest.write_text(json.dumps(m))               # as tinygpt wrote it before the field
-    load_run(out, which="latest")
+    manifest.write_text(json.dumps(m))
+    with pytest.raises(ckpt.CheckpointError, match=r"manifest\.json is damaged"):
+        load_run(out, which="latest")
     manifest.write_text(json.dumps({**m, "manifest_sha256".upper(): own}))
     with pytest.raises(ckpt.CheckpointError, match=r"manifest\.json is damaged"):
         load_run(out, which="latest")

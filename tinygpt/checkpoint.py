@@ -21,8 +21,7 @@ best. A kill at any instant leaves either the old set or the new one, plus perha
 directory that the next `train` removes. Loading checks every file against the manifest, names
 the file that fails, and falls back to the previous complete checkpoint. No pickle.
 
-A *checkpoint directory* (one `ckpt-*`, or a directory written by an older tinygpt with the
-files directly inside) can be given wherever a run directory can.
+A *checkpoint directory* (one `ckpt-*`) can be given wherever a run directory can.
 """
 from __future__ import annotations
 
@@ -84,7 +83,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _is_single(path: Path) -> bool:
-    """A directory holding one checkpoint's files (a ckpt-* or an older tinygpt's --out)."""
+    """A directory holding one checkpoint's files directly (a ckpt-*, given itself)."""
     try:
         d = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -93,8 +92,8 @@ def _is_single(path: Path) -> bool:
 
 
 def list_checkpoints(run_dir) -> list[Checkpoint]:
-    """The complete checkpoints (a manifest is present) of a run, oldest first. A directory
-    written by an older tinygpt (files directly in the run directory) counts as one."""
+    """The complete checkpoints (a manifest is present) of a run, oldest first. A checkpoint
+    directory given itself counts as one (verify() then says if it is incomplete)."""
     run = Path(run_dir)
     found = []
     try:
@@ -159,15 +158,11 @@ def _manifest_digest(manifest: dict) -> str:
 
 def _check_manifest_digest(manifest: dict, path: Path) -> None:
     """The manifest checks itself: a changed byte in it (a checksum turned upper-case, say)
-    would otherwise look like damage to the file whose entry it hit. Manifests written before
-    the field existed have exactly the three other keys, and are read as they are."""
+    would otherwise look like damage to the file whose entry it hit."""
     body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
-    if "manifest_sha256" in manifest:
-        if set(body) != _MANIFEST_KEYS or manifest["manifest_sha256"] != _manifest_digest(body):
-            raise CheckpointError(f"{path} is damaged: its own checksum does not match its "
-                                  f"content (a changed or corrupted byte)")
-    elif set(body) != _MANIFEST_KEYS:
-        raise CheckpointError(f"{path} is damaged: unexpected keys {sorted(set(body))}")
+    if set(body) != _MANIFEST_KEYS or manifest.get("manifest_sha256") != _manifest_digest(body):
+        raise CheckpointError(f"{path} is damaged: its own checksum does not match its "
+                              f"content (a changed or corrupted byte)")
 
 
 def verify(ckpt_dir) -> None:
@@ -175,8 +170,6 @@ def verify(ckpt_dir) -> None:
     d = Path(ckpt_dir)
     manifest_path = d / MANIFEST_FILE
     if not manifest_path.exists():
-        if _is_single(d):
-            return                     # written by an older tinygpt: nothing to check against
         raise CheckpointError(f"{d} has no {MANIFEST_FILE}: it is not a complete checkpoint")
     manifest = _read_json(manifest_path)
     _check_manifest_digest(manifest, manifest_path)
