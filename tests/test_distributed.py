@@ -77,7 +77,8 @@ def test_ranks_together_see_the_micro_batches_of_one_accumulating_process(size, 
     rank_rngs = [np.random.default_rng(7) for _ in range(size)]    # seeded with the seed only
     reference = np.random.default_rng(7)
     for step in range(4):
-        ranks = [micro_batches(rank_rngs[r], _draw, n_micro, r, size) for r in range(size)]
+        ranks = [list(micro_batches(rank_rngs[r], _draw, n_micro, r, size))
+                 for r in range(size)]
         # one process, --grad-accum n_micro * size, draws the step's batches one by one
         expected = [_draw(reference) for _ in range(n_micro * size)]
         got = [b for mine in ranks for b in mine]                  # rank 0's, then rank 1's...
@@ -90,6 +91,25 @@ def test_ranks_together_see_the_micro_batches_of_one_accumulating_process(size, 
     # every rank's stream is where rank 0's is, so rank 0's checkpointed state resumes all
     states = {str(r.bit_generator.state) for r in rank_rngs + [reference]}
     assert len(states) == 1
+
+
+def test_micro_batches_are_drawn_as_they_are_used():
+    """A step holds one micro-batch at a time: --grad-accum 10**20 must not draw 10**20 batches
+    before the first forward (it filled 24 GB), and the stream still ends where a full draw
+    would."""
+    drawn = []
+
+    def draw(rng):
+        drawn.append(1)
+        return _draw(rng)
+    batches = micro_batches(np.random.default_rng(0), draw, 10**20)
+    next(iter(batches))
+    assert len(drawn) == 1
+    rng, reference = np.random.default_rng(3), np.random.default_rng(3)
+    assert len(list(micro_batches(rng, _draw, 2, rank=0, size=3))) == 2
+    for _ in range(6):
+        _draw(reference)
+    assert str(rng.bit_generator.state) == str(reference.bit_generator.state)
 
 
 def test_micro_batches_rejects_a_rank_outside_the_world():

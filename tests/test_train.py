@@ -321,7 +321,8 @@ def test_grad_accum_sums_micro_batches_into_one_larger_batch():
     model = GPT(cfg, dtype=np.float64, seed=3)
     data = Dataset.from_ids(np.random.default_rng(1).integers(0, 11, 500), block_size=8)
     G, B = 3, 2
-    micro = micro_batches(np.random.default_rng(7), lambda r: data.batch("train", B, 8, r), G)
+    micro = list(micro_batches(np.random.default_rng(7), lambda r: data.batch("train", B, 8, r),
+                               G))
     model.zero_grad()
     for x, y in micro:
         (model(x, y)[1] * (1.0 / G)).backward()

@@ -128,8 +128,9 @@ def world(environ=None) -> World:
 # -- which data each rank sees -------------------------------------------------------------------
 
 def micro_batches(rng: np.random.Generator, draw, n_micro: int = 1, rank: int = 0,
-                  size: int = 1) -> list:
-    """This rank's micro-batches for one optimizer step: `n_micro` results of `draw(rng)`.
+                  size: int = 1):
+    """This rank's micro-batches for one optimizer step: `n_micro` results of `draw(rng)`,
+    drawn as they are used (an iterator).
 
     One stream of batches, the same on every rank: `rng` is seeded with the run's seed only.
     Each step draws n_micro * size micro-batches from it, in order, numbered j = 0, 1, ...;
@@ -148,12 +149,16 @@ def micro_batches(rng: np.random.Generator, draw, n_micro: int = 1, rank: int = 
     if n_micro < 1 or not 0 <= rank < size:
         raise ValueError(f"micro_batches: need n_micro >= 1 and 0 <= rank < size, got "
                          f"n_micro={n_micro}, rank={rank}, size={size}")
-    mine = []
+    return _drawn_one_at_a_time(rng, draw, n_micro, rank, size)
+
+
+def _drawn_one_at_a_time(rng, draw, n_micro, rank, size):
+    # a generator, so a step holds one micro-batch at a time however large --grad-accum is;
+    # looping to the end draws the other ranks' batches too, as the docstring above says
     for j in range(n_micro * size):
         batch = draw(rng)
         if j // n_micro == rank:
-            mine.append(batch)
-    return mine
+            yield batch
 
 
 # -- averaging gradients: one flat buffer, one Allreduce -----------------------------------------

@@ -17,28 +17,36 @@ import tensor
 
 
 def estimate_loss(model, data, batch_size: int, block_size: int, eval_iters: int, seed,
-                  world=None) -> dict:
+                  world=None, progress=None) -> dict:
     """Mean loss over eval_iters batches of each split, in eval mode, without a graph.
 
     The batches are drawn from np.random.default_rng([*seed, split == "val"]); training passes
     seed = [its seed, the iteration], so an evaluation draws the same batches however the run
     got there (resumed or not). Over MPI (`world`, tinygpt/distributed.py), rank r evaluates
     batches r, r + N, ... of the same list and the sums are added: the same estimate as one
-    process, N times sooner."""
+    process, N times sooner. progress(done, total) is called before the first batch and after
+    each (total = 2 * eval_iters, both splits)."""
     from . import distributed as dist
     world = world or dist.World()
+    was_training = model.training
     model.eval()
     losses = {}
-    with tensor.no_grad():
-        for split in ("train", "val"):
-            rng = np.random.default_rng([*seed, split == "val"])
-            total = 0.0
-            for j in range(eval_iters):
-                x, y = data.batch(split, batch_size, block_size, rng)
-                if j % world.size == world.rank:
-                    total += model(x, y)[1].item()
-            losses[split] = dist.allreduce_mean(total, world) * world.size / eval_iters
-    model.train()
+    if progress is not None:
+        progress(0, 2 * eval_iters)
+    try:
+        with tensor.no_grad():
+            for s, split in enumerate(("train", "val")):
+                rng = np.random.default_rng([*seed, split == "val"])
+                total = 0.0
+                for j in range(eval_iters):
+                    x, y = data.batch(split, batch_size, block_size, rng)
+                    if j % world.size == world.rank:
+                        total += model(x, y)[1].item()
+                    if progress is not None:
+                        progress(s * eval_iters + j + 1, 2 * eval_iters)
+                losses[split] = dist.allreduce_mean(total, world) * world.size / eval_iters
+    finally:                       # also when a Ctrl-C abandons the evaluation
+        model.train(was_training)
     return losses
 
 

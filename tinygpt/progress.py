@@ -76,6 +76,17 @@ class Progress:
         self._last_draw = now
         self._draw(self.line(fields))
 
+    def show(self, **fields) -> None:
+        """Redraw the bar with `fields` (e.g. evaluating="40/400 batches") without moving it:
+        long work between two updates stays visible."""
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if now - self._last_draw < (0.1 if self.tty else self.every):
+            return
+        self._last_draw = now
+        self._draw(self.line(fields))
+
     def line(self, fields: dict, width: int | None = None) -> str:
         """The progress line, at most `width` characters (the terminal's width minus one)."""
         width = (shutil.get_terminal_size((80, 24)).columns - 1) if width is None else width

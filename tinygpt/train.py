@@ -23,6 +23,7 @@ A run never loses work (docs/runs.md; tinygpt/checkpoint.py has the mechanics):
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -93,7 +94,9 @@ class TrainOptions:
                               low=0)
     eval_interval: int = option(250, "Evaluate (and checkpoint) every this many iterations.",
                                 low=1)
-    eval_iters: int = option(20, "Batches averaged per evaluation.", low=1)
+    eval_iters: int = option(20, "Batches averaged per evaluation (each preset chooses it so "
+                             "that evaluating costs about 5% of the training between two "
+                             "evaluations on a CPU).", low=1)
     seed: int = option(1337, low=0, high=2**32 - 1)                   # what NumPy accepts
     out: str = option("out", "The run directory: checkpoints (the latest and the best) and "
                       "metrics.csv.", path="out")
@@ -129,6 +132,11 @@ class TrainOptions:
             problem = _out_of_range(getattr(self, f.name), f.metadata)
             if problem:
                 raise ValueError(f"{flag(f.name)} must be {problem}, got {getattr(self, f.name)!r}")
+        if self.lr * self.weight_decay >= 1:
+            raise ValueError(f"--weight-decay {self.weight_decay:g} with --lr {self.lr:g}: every "
+                             f"step multiplies each weight by 1 - lr x weight decay = "
+                             f"{1 - self.lr * self.weight_decay:.3g}, which destroys it. Keep "
+                             f"lr x weight decay far below 1 (the default is 0.1 x 1e-3)")
         if self.min_lr > self.lr:
             raise ValueError(f"--min-lr {self.min_lr:g} is above --lr {self.lr:g}: the decay would "
                              f"raise the learning rate. Give a --min-lr of at most {self.lr:g}")
@@ -166,9 +174,11 @@ RECIPES = {
     "baby": {**{name: getattr(TrainOptions(), name) for name in _RECIPE},
              "time": "~2 min on 2 cores"},
     # nanoGPT's train_shakespeare_char.py, as published (a GPU recipe)
+    # but with 20 evaluation batches, not 200: on a CPU, 200 would add 45% to the run (22 min
+    # per evaluation against 50 min of steps between two); 20 add about 5%
     "shakespeare-char": dict(batch_size=64, max_iters=5000, lr=1e-3, min_lr=1e-4,
-                             warmup_iters=100, beta2=0.99, eval_interval=250, eval_iters=200,
-                             tokenizer="char", time="~16 h on 2 cores"),
+                             warmup_iters=100, beta2=0.99, eval_interval=250, eval_iters=20,
+                             tokenizer="char", time="~17 h on 2 cores, 6 GB"),
 }
 # GPT-2 from scratch: nanoGPT's train_gpt2.py (batch 12 x 40 accumulated, 600k iterations) --
 # far beyond a CPU, listed so the presets mean the same as there; fine-tune them instead
@@ -230,11 +240,27 @@ def encode(tokenizer, text: str) -> np.ndarray:
     return np.asarray(tokenizer.encode(text), dtype=np.int64)
 
 
+class Discarded(BaseException):
+    """Raised by Ctrl-C inside work that may be thrown away (`_Stop.discardable`). A
+    BaseException, as KeyboardInterrupt is, so that no `except Exception` swallows it."""
+
+
 class _Stop:
-    """Set by Ctrl-C (SIGINT) or SIGTERM: the loop finishes the current step, saves, and exits."""
+    """Ctrl-C (SIGINT) or SIGTERM: the run stops within about a second, saves, and prints the
+    command that continues it.
+
+    Work that changes nothing the checkpoint keeps (a training step before its weight update,
+    an evaluation) runs inside `with stop.discardable():`; a signal there abandons it at once,
+    and the loop saves the run as it was before that work began (so a 12 s step need not
+    finish). Anywhere else (the weight update, a save) the signal is noted and the loop stops
+    at the next step boundary. A second press changes nothing: the save takes a moment, and
+    cutting it short could only lose the new checkpoint. A third press stops at once
+    (KeyboardInterrupt); saves are atomic, so the last complete checkpoint still survives."""
 
     def __init__(self):
         self.requested = False
+        self.presses = 0
+        self._discardable = False
         self._previous = {}
 
     def __enter__(self):
@@ -246,9 +272,25 @@ class _Stop:
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:       # a second Ctrl-C: stop at once (the last checkpoint stays)
-            raise KeyboardInterrupt
         self.requested = True
+        self.presses += 1
+        if self.presses >= 3:
+            raise KeyboardInterrupt
+        if self._discardable:
+            self._discardable = False
+            raise Discarded
+
+    @contextlib.contextmanager
+    def discardable(self, enabled: bool = True):
+        """Inside: a signal abandons the work (raises Discarded). enabled=False (under MPI,
+        where every rank must reach the same collective calls): it only sets `requested`."""
+        self._discardable = enabled
+        try:
+            if enabled and self.requested:     # asked before the work began: skip it
+                raise Discarded
+            yield
+        finally:
+            self._discardable = False
 
     def __exit__(self, *exc):
         for sig, previous in self._previous.items():
@@ -309,16 +351,22 @@ def load_text(data: str | None) -> str:
 
 
 def estimate_memory(cfg: GPTConfig, batch_size: int) -> int:   # batch_size: one micro-batch
-    """Bytes a training step needs, roughly, from the config alone (float32).
+    """Bytes a training step needs, roughly, from the config alone (float32): the sum of
+    memory_parts(). --grad-accum does not count: micro-batches are drawn one at a time."""
+    return sum(memory_parts(cfg, batch_size).values())
+
+
+def memory_parts(cfg: GPTConfig, batch_size: int) -> dict:
+    """{"parameters": bytes, "activations": bytes} of a training step, roughly (float32).
 
     Parameters: weights, gradients and AdamW's two moments, 4 floats each. Activations kept for
     backward, per block: about 20 (B, T, C) arrays (layer norms, q/k/v, the MLP's 4C, residuals)
     and 2 (B, nh, T, T) attention maps; then the logits, their softmax and gradient (B, T, V)."""
     from .params import count_parameters
     B, T, C, L = batch_size, cfg.block_size, cfg.n_embd, cfg.n_layer
-    params = 16 * count_parameters(cfg)
-    activations = 4 * (L * B * T * (20 * C + 2 * cfg.n_head * T) + 3 * B * T * cfg.vocab_size)
-    return params + activations
+    return {"parameters": 16 * count_parameters(cfg),
+            "activations": 4 * (L * B * T * (20 * C + 2 * cfg.n_head * T)
+                                + 3 * B * T * cfg.vocab_size)}
 
 
 def available_memory() -> int | None:
@@ -337,12 +385,19 @@ def available_memory() -> int | None:
 
 
 def check_memory(cfg: GPTConfig, batch_size: int) -> None:
-    need, have = estimate_memory(cfg, batch_size), available_memory()
+    parts, have = memory_parts(cfg, batch_size), available_memory()
+    need = sum(parts.values())
     if have is not None and need > have:
+        if parts["parameters"] > parts["activations"]:     # name what is too big
+            fix = (f"the model's {parts['parameters'] / 16 / 1e6:,.0f}M parameters take most "
+                   f"of it (with their gradients and AdamW's moments); use a smaller model "
+                   f"(--n-layer, --n-embd)")
+        else:
+            fix = "the activations take most of it; use a smaller --batch-size or --block-size"
         raise ValueError(
             f"this run needs about {need / 2**30:,.1f} GiB of memory (batch {batch_size}, block "
             f"{cfg.block_size}, {cfg.n_layer} layers of {cfg.n_embd}) but {have / 2**30:,.1f} GiB "
-            f"is available; use a smaller --batch-size or --block-size")
+            f"is available: {fix}")
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
@@ -448,6 +503,9 @@ class Run:
     best_val: float = math.inf
     resumes: list = field(default_factory=list)   # what each resume changed, as config.json says
     saved: dict | None = None     # on resume: the config.json continued from
+    last_saved: int | None = None  # the iteration of the newest complete checkpoint
+    iteration: int = 0             # the steps done so far (run_loop moves it)
+    start_evaluated: bool = False  # on resume: metrics.csv has the evaluation at start_iter
 
     @property
     def resuming(self) -> bool:
@@ -468,6 +526,10 @@ def start_run(opts: TrainOptions, resume: bool, overwrite: bool, given: set, log
         if "lr" in given and "min_lr" not in given:
             opts.min_lr = opts.lr / 10         # the decay's floor follows a chosen peak rate
     opts.check()
+    if opts.warmup_iters > opts.max_iters:
+        log(f"note: --warmup-iters {opts.warmup_iters} is longer than the run (--max-iters "
+            f"{opts.max_iters}): the learning rate rises for the whole run and never reaches "
+            f"--lr {opts.lr:g}")
     if opts.lr_decay_iters is None:     # fixed now: a later --max-iters extends the run
         opts.lr_decay_iters = opts.max_iters   # on a defined schedule
     _use_threads(opts, world)
@@ -607,8 +669,13 @@ def _restore(run: Run, start, changes: list, log) -> None:
         run.dropout_rng.bit_generator.state = rng_states["dropout"]
     else:                                                 # every rank's stream (over MPI)
         run.dropout_rng.bit_generator.state = rng_states["dropout_ranks"][world.rank]
+    run.last_saved = run.start_iter
+    evaluated = False
     if world.is_main:
-        _truncate_metrics(run.out / ckpt.METRICS_FILE, run.start_iter)
+        evaluated = run.start_iter in _truncate_metrics(run.out / ckpt.METRICS_FILE,
+                                                        run.start_iter)
+    # a Ctrl-C during an evaluation saves the run without it: the resumed run evaluates again
+    run.start_evaluated = dist.any_rank(evaluated, world)
     log(f"resuming {start.describe()} toward iteration {run.opts.max_iters}")
     if changes:
         log("changed on resume: " + ", ".join(changes))
@@ -634,68 +701,108 @@ def _create_run_dir(out: Path, overwrite: bool, lock: ckpt.RunLock) -> None:
 def run_loop(run: Run, log=print, progress: bool = True, stop: "_Stop | None" = None,
              on_iter=None, start_time: float | None = None) -> TrainResult:
     """Train `run` to opts.max_iters: evaluate and save every eval_interval iterations (and at
-    the end), stop cleanly on Ctrl-C. on_iter(it, stop, model), if given, is called before each
-    step: a place to watch a run or steer it (stop.requested = True stops it as Ctrl-C would)."""
-    opts, model, world = run.opts, run.model, run.world
+    the end), stop within about a second of Ctrl-C (_Stop says how). on_iter(it, stop, model),
+    if given, is called before each step: a place to watch a run or steer it
+    (stop.requested = True stops it as Ctrl-C would)."""
+    opts, world = run.opts, run.world
     start_time = time.perf_counter() if start_time is None else start_time
     B, T, G = opts.batch_size, run.model.config.block_size, opts.grad_accum
-    reducer = dist.GradientReducer(model.parameters(), world)   # averages gradients over ranks
-    history, train_time, train_tokens = [], 0.0, 0
-    stop = stop or _Stop()
+    reducer = dist.GradientReducer(run.model.parameters(), world)   # averages over the ranks
+    history, stop = [], stop or _Stop()
     bar = Progress(opts.max_iters, desc="train", unit="tok", enabled=progress,
                    start=run.start_iter, scale=B * T * G * world.size, echo=log)
     it, interrupted = run.start_iter, False
     with stop:
-        while True:
-            lr = optim.cosine_lr(it, opts.lr, opts.min_lr, opts.warmup_iters, opts.lr_decay_iters)
-            fresh = not (run.resuming and it == run.start_iter)   # that eval is in metrics.csv
-            if fresh and (it % opts.eval_interval == 0 or it == opts.max_iters):
-                tps = train_tokens / train_time if train_time else 0.0
-                history.append(evaluate_and_save(run, it, lr, tps, start_time, bar))
-            if it >= opts.max_iters:
-                break
-            if on_iter is not None:
-                on_iter(it, stop, model)
-            if dist.any_rank(stop.requested, world):      # every rank stops at one step
-                save(run, it, None)
-                interrupted = True
-                break
-            t0 = time.perf_counter()
-            loss = train_step(run, lr, reducer)
-            if not math.isfinite(loss):
+        try:
+            try:
+                it = _loop(run, bar, stop, on_iter, reducer, history, start_time)
+            except Discarded:           # Ctrl-C: save the run as it is after `it` steps
+                interrupted, it = True, run.iteration
                 bar.close()
-                raise NonFiniteLoss(
-                    f"the loss became {loss} at iteration {it}; stopping. The last good "
-                    f"checkpoint in {run.out} is kept: continue from it with a lower learning "
-                    f"rate, e.g. `tinygpt train --resume --out {run.out} --lr {opts.lr / 3:.3g}`, "
-                    f"or a smaller --grad-clip.")
-            train_time += time.perf_counter() - t0
-            train_tokens += B * T * G * world.size
-            it += 1
-            bar.update(it, loss=f"{loss:.4f}", lr=f"{lr:.1e}")
-    bar.close()
-    wall = time.perf_counter() - start_time
-    if interrupted:
-        log(f"interrupted: checkpoint saved at iteration {it} in {run.out}; continue the same "
-            f"run with `tinygpt train --resume --out {run.out}`")
-    log(f"best val loss {run.best_val:.4f} · {it} iterations · wall time {wall:.1f} s")
+                if run.last_saved != it:
+                    _save_or_explain(run, it, None)
+        except KeyboardInterrupt:       # a third Ctrl-C: stop at once, even mid-save
+            bar.close()
+            last = run.last_saved
+            log(f"stopped at once at iteration {run.iteration}; " +
+                (f"the last complete checkpoint (iteration {last}) is kept. Continue with "
+                 f"`tinygpt train --resume --out {run.out}`" if last is not None else
+                 "no checkpoint was complete yet: start the run again"))
+            return TrainResult(last or 0, run.best_val, time.perf_counter() - start_time,
+                               True, history)
+        bar.close()
+        wall = time.perf_counter() - start_time
+        if interrupted:             # (still inside `with stop`: a late press changes nothing)
+            log(f"interrupted: checkpoint saved at iteration {it} in {run.out}; continue the "
+                f"same run with `tinygpt train --resume --out {run.out}`")
+        log(f"best val loss {run.best_val:.4f} · {it} iterations · wall time {wall:.1f} s")
     return TrainResult(it, run.best_val, wall, interrupted, history)
 
 
-def train_step(run: Run, lr: float, reducer) -> float:
+def _loop(run: Run, bar, stop: _Stop, on_iter, reducer, history: list, start_time) -> int:
+    """run_loop's steps, evaluations and saves, to opts.max_iters; returns the last iteration.
+    run.iteration follows the steps done (a Ctrl-C raises Discarded out of here)."""
+    opts, model, world = run.opts, run.model, run.world
+    alone = world.size == 1     # under MPI the ranks stop together, at a step boundary
+    tokens_per_step = opts.batch_size * model.config.block_size * opts.grad_accum * world.size
+    train_time, train_tokens = 0.0, 0
+    it = run.iteration = run.start_iter
+    while True:
+        lr = optim.cosine_lr(it, opts.lr, opts.min_lr, opts.warmup_iters, opts.lr_decay_iters)
+        due = it % opts.eval_interval == 0 or it == opts.max_iters
+        if due and not (it == run.start_iter and run.start_evaluated):
+            tps = train_tokens / train_time if train_time else 0.0
+            with stop.discardable(alone):
+                losses = evaluate(run, it, bar)
+            history.append(record_and_save(run, it, lr, losses, tps, start_time, bar))
+        if it >= opts.max_iters:
+            return it
+        if on_iter is not None:
+            on_iter(it, stop, model)
+        if dist.any_rank(stop.requested, world):      # every rank stops at one step
+            raise Discarded
+        t0 = time.perf_counter()
+        loss = train_step(run, lr, reducer, stop)
+        if not math.isfinite(loss):
+            bar.close()
+            raise NonFiniteLoss(_diverged(run, it, loss))
+        train_time += time.perf_counter() - t0
+        train_tokens += tokens_per_step
+        it = run.iteration = it + 1
+        bar.update(it, loss=f"{loss:.4f}", lr=f"{lr:.1e}")
+
+
+def _diverged(run: Run, it: int, loss: float) -> str:
+    """Why the loss became NaN or inf, as far as the options tell, and the way on."""
+    opts = run.opts
+    resume = f"`tinygpt train --resume --out {run.out}"
+    return (f"the loss became {loss} at iteration {it}; stopping. The last good checkpoint in "
+            f"{run.out} is kept: continue from it with a lower learning rate, e.g. "
+            f"{resume} --lr {opts.lr / 3:.3g}`, or a smaller --grad-clip.")
+
+
+def train_step(run: Run, lr: float, reducer, stop: "_Stop | None" = None) -> float:
     """One AdamW step on opts.grad_accum micro-batches; returns the mean loss (over the ranks).
     --grad-accum G: the gradients of G micro-batches, each of the mean loss / G, add up to the
-    gradient of one batch G times larger (tests/test_train.py checks it). A non-finite loss is
-    returned before the weights change."""
+    gradient of one batch G times larger (tests/test_train.py checks it). The micro-batches are
+    drawn one at a time, as they are used, so memory does not grow with G. A non-finite loss is
+    returned before the weights change. Ctrl-C before the update abandons the step (`stop`):
+    the random streams are put back as they were, so the run is exactly as before the step."""
     opts, model, world = run.opts, run.model, run.world
     G, T = opts.grad_accum, model.config.block_size
-    model.zero_grad()
+    streams = (run.batch_rng.bit_generator.state, run.dropout_rng.bit_generator.state)
     loss_value = 0.0
     draw = lambda rng: run.data.batch("train", opts.batch_size, T, rng)     # noqa: E731
-    for x, y in micro_batches(run.batch_rng, draw, G, world.rank, world.size):
-        _, loss = model(x, y)
-        loss_value += loss.item() / G
-        (loss * (1.0 / G) if G > 1 else loss).backward()
+    try:
+        with stop.discardable(world.size == 1) if stop else contextlib.nullcontext():
+            model.zero_grad()
+            for x, y in micro_batches(run.batch_rng, draw, G, world.rank, world.size):
+                _, loss = model(x, y)
+                loss_value += loss.item() / G
+                (loss * (1.0 / G) if G > 1 else loss).backward()
+    except Discarded:
+        run.batch_rng.bit_generator.state, run.dropout_rng.bit_generator.state = streams
+        raise
     reducer.reduce()                    # over MPI: the mean gradient of all ranks
     loss_value = dist.allreduce_mean(loss_value, world)
     if math.isfinite(loss_value):
@@ -705,21 +812,56 @@ def train_step(run: Run, lr: float, reducer) -> float:
     return loss_value
 
 
-def evaluate_and_save(run: Run, it: int, lr: float, tokens_per_sec: float, start_time: float,
-                      bar) -> dict:
-    """Estimate both losses, append them to metrics.csv, print them, and save a checkpoint."""
+def evaluate(run: Run, it: int, bar=None) -> dict:
+    """Both losses at iteration it (evaluate.estimate_loss), its progress shown on the bar."""
     opts = run.opts
-    losses = estimate_loss(run.model, run.data, opts.batch_size, run.model.config.block_size,
-                           opts.eval_iters, [opts.seed, it], run.world)
+    shown = (lambda done, total: bar.show(evaluating=f"{done}/{total} batches")) if bar else None
+    return estimate_loss(run.model, run.data, opts.batch_size, run.model.config.block_size,
+                         opts.eval_iters, [opts.seed, it], run.world, progress=shown)
+
+
+def record_and_save(run: Run, it: int, lr: float, losses: dict, tokens_per_sec: float,
+                    start_time: float, bar) -> dict:
+    """Append an evaluation to metrics.csv, print it, and save a checkpoint."""
     dist.check_same(run.model.parameters(), run.world, f"at iteration {it}")
     row = {"iter": it, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
            "tokens_per_sec": tokens_per_sec, "elapsed_s": time.perf_counter() - start_time}
-    if run.world.is_main:
-        _append_metrics(run.out / ckpt.METRICS_FILE, row)
+    try:
+        if run.world.is_main:
+            _append_metrics(run.out / ckpt.METRICS_FILE, row)
+    except OSError as e:
+        raise _save_failed(run, it, e) from None
     run.best_val = min(run.best_val, losses["val"])
     bar.write(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-    save(run, it, losses["val"])
+    _save_or_explain(run, it, losses["val"])
     return row
+
+
+def _save_or_explain(run: Run, it: int, val_loss) -> None:
+    try:
+        save(run, it, val_loss)
+    except (OSError, ckpt.CheckpointError) as e:
+        raise _save_failed(run, it, e) from None
+
+
+def _save_failed(run: Run, it: int, e: Exception) -> ckpt.CheckpointError:
+    """A save that failed (a full disk, most often): what is kept, the space a checkpoint
+    needs, and the command that continues the run once there is room."""
+    import shutil
+    why = f"{e.strerror} ({e.filename})" if isinstance(e, OSError) and e.strerror else str(e)
+    need = 3 * sum(p.data.nbytes for p in run.model.parameters())  # weights + AdamW's moments
+    try:
+        free = f", {shutil.disk_usage(run.out).free / 2**20:,.0f} MB are free"
+    except OSError:
+        free = ""
+    room = f"a checkpoint needs about {need / 2**20:,.0f} MB{free}"
+    if run.last_saved is None:
+        then = f"No checkpoint was complete yet: make room ({room}) and start the run again"
+    else:
+        then = (f"The last complete checkpoint (iteration {run.last_saved}) is kept: make room "
+                f"({room}), then continue with `tinygpt train --resume --out {run.out}`")
+    return ckpt.CheckpointError(f"could not save the checkpoint of iteration {it} in "
+                                f"{run.out}: {why}. {then}")
 
 
 def save(run: Run, it: int, val_loss) -> None:
@@ -727,6 +869,7 @@ def save(run: Run, it: int, val_loss) -> None:
     world = run.world
     dropout_states = dist.gather_rng_states(run.dropout_rng, world)   # every rank takes part
     if not world.is_main:
+        run.last_saved = it
         return
     config = {"model": run.model.config.to_dict(), "tokenizer": run.tokenizer.to_dict(),
               "train": asdict(run.opts), "iteration": it, "val_loss": val_loss,
@@ -737,6 +880,7 @@ def save(run: Run, it: int, val_loss) -> None:
     if world.size > 1:
         states["dropout_ranks"] = dropout_states
     ckpt.save_checkpoint(run.out, run.model, config, run.optimizer, states)
+    run.last_saved = it
 
 
 def train(opts: TrainOptions, resume: bool = False, log=print, progress: bool = True,
@@ -774,7 +918,7 @@ def train(opts: TrainOptions, resume: bool = False, log=print, progress: bool = 
                 lock.acquire()
         try:
             run = start_run(opts, resume, overwrite and not resume, given, log, world, lock)
-            if run.resuming and run.start_iter == run.opts.max_iters:
+            if run.resuming and run.start_iter == run.opts.max_iters and run.start_evaluated:
                 log(f"the run is already complete at iteration {run.start_iter} of "
                     f"{run.opts.max_iters}; to train longer, resume with a larger --max-iters")
                 return TrainResult(run.start_iter, run.best_val, time.perf_counter() - start_time)
@@ -798,15 +942,18 @@ def _append_metrics(path: Path, row: dict):
         f.flush()
 
 
-def _truncate_metrics(path: Path, last_iter: int):
-    """Drop rows written after the checkpoint we resume from (a crash may leave some)."""
+def _truncate_metrics(path: Path, last_iter: int) -> set:
+    """Drop rows written after the checkpoint we resume from (a crash may leave some);
+    returns the iterations of the rows kept."""
     from tensor.io import atomic_write_bytes
-    keep = [METRICS_HEADER]
+    keep, iters = [METRICS_HEADER], set()
     if path.exists():
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines()[1:]:
             try:
                 if int(line.split(",")[0]) <= last_iter:
                     keep.append(line)
+                    iters.add(int(line.split(",")[0]))
             except ValueError:
                 continue                  # a line cut short by a kill
     atomic_write_bytes(path, ("\n".join(keep) + "\n").encode())
+    return iters

@@ -75,8 +75,9 @@ def train_cmd(ctx, resume, overwrite, quiet, **kwargs):
 
     \b
     Every evaluation saves a checkpoint; --out keeps the latest (for --resume) and the best
-    (lowest val loss, what `sample` and `export` use). Ctrl-C saves and stops; the printed
-    command continues the same run. A fresh run never writes into a non-empty --out.
+    (lowest val loss, what `sample` and `export` use). Ctrl-C stops within about a second and
+    saves (a step or an evaluation in progress is dropped and done again on --resume); the
+    printed command continues the same run. A fresh run never writes into a non-empty --out.
     """
     from ..checkpoint import CheckpointError
     from ..train import NonFiniteLoss, train
@@ -93,5 +94,11 @@ def train_cmd(ctx, resume, overwrite, quiet, **kwargs):
     except NonFiniteLoss as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(1)
+    except KeyboardInterrupt:         # Ctrl-C before the loop began (reading data, the model)
+        from ..checkpoint import is_checkpoint
+        then = (f"the run in {opts.out} is as it was; continue it with `tinygpt train --resume "
+                f"--out {opts.out}`" if is_checkpoint(opts.out) else "nothing was saved")
+        click.echo(f"interrupted before training began: {then}", err=True)
+        sys.exit(130)
     if result.interrupted:
         sys.exit(130)
