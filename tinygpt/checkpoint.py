@@ -194,8 +194,8 @@ def verify(ckpt_dir) -> None:
         return
     if all(name.endswith(".json") for name in bad):         # the weights verified
         weights = ", ".join(n for n in files if n.endswith(".safetensors"))
-        advice = (f" (Options a resume may change are given on its command line, `tinygpt train "
-                  f"--resume --lr ...`, not edited in {CONFIG_FILE}.)" if CONFIG_FILE in bad else "")
+        advice = (f" Options a resume may change are given on its command line (`tinygpt train "
+                  f"--resume --lr ...`), not edited in {CONFIG_FILE}." if CONFIG_FILE in bad else "")
         raise EditedCheckpoint(
             "; ".join(f"{d / n} is missing" if why == "missing" else
                       f"{d / n} differs from its manifest entry ({why})" for n, why in bad.items())
@@ -411,8 +411,7 @@ def set_aside_damaged(run_dir, start: Checkpoint, log) -> None:
     damaged ones, visibly, for whoever wants to look at them."""
     for c in list_checkpoints(run_dir):
         if (c.iteration, c.serial) > (start.iteration, start.serial):
-            set_aside(c, "it is damaged (newer than the checkpoint the run continues from, "
-                         "which verifies)", log)
+            set_aside(c, None, log)    # find_checkpoint has said what is wrong with it
         elif c.path != start.path:
             try:
                 verify(c.path)
@@ -420,15 +419,15 @@ def set_aside_damaged(run_dir, start: Checkpoint, log) -> None:
                 set_aside(c, str(e), log)
 
 
-def set_aside(c: Checkpoint, why: str, log) -> Path:
+def set_aside(c: Checkpoint, why: str | None, log) -> Path:
     """Rename a damaged checkpoint to damaged-ckpt-* (no longer a checkpoint of the run: never
-    loaded, never pruned) and say so."""
+    loaded, never pruned) and say so, and why (unless that was said already)."""
     doomed, n = c.path.parent / f"damaged-{c.path.name}", 0
     while doomed.exists():
         n += 1
         doomed = c.path.parent / f"damaged-{c.path.name}-{n}"
     os.rename(c.path, doomed)
-    log(f"warning: {why}; moved the damaged checkpoint {c.path} to {doomed.name} (kept for you "
+    log(f"warning: {why + '; ' if why else ''}moved the damaged checkpoint {c.path} to {doomed.name} (kept for you "
         f"to look at or restore; delete it when you no longer need it)")
     return doomed
 
@@ -476,13 +475,13 @@ def find_checkpoint(path, which: str = "latest", log=None) -> tuple[Checkpoint, 
             fix = "" if isinstance(e, EditedCheckpoint) else (
                 f" Restore it from a backup, or move it out of the run (`tinygpt train --resume "
                 f"--out {path}` sets it aside as damaged-{bad.path.name}).")
-            log(f"warning: {e}. Skipping the checkpoint {bad.path}; using {c.describe()} "
+            log(f"warning: {str(e).rstrip('.')}. Skipping the checkpoint {bad.path}; using {c.describe()} "
                 f"instead.{fix}")
         return c, config
     fix = ("" if all(isinstance(e, EditedCheckpoint) for _, e in errors) else
            " Restore a backup, or start a new run (`tinygpt train --out NEW_DIR`).")
     raise CheckpointError(f"no checkpoint in {path} verifies: "
-                          + "; ".join(str(e) for _, e in errors) + "." + fix)
+                          + "; ".join(str(e).rstrip(".") for _, e in errors) + "." + fix)
 
 
 def _pruned(c: Checkpoint, run_dir: Path) -> bool:
