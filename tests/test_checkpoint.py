@@ -1,6 +1,8 @@
 """tinygpt/checkpoint.py: a training run never loses work. Atomic checkpoints, kills at every
 step of a save, damaged files named, the best and the latest checkpoint kept and found, a
-checkpoint pruned while it is read, one writer per run.
+checkpoint pruned while it is read, one writer per run; damage (a missing manifest, a damaged
+best, an edited config.json) said and set aside without costing a good checkpoint, a save on a
+full disk, and a run whose data moved.
 
 The kill tests run `tinygpt train` in a real subprocess and kill it with SIGKILL, at each step
 of the save sequence (the TINYGPT_TEST_KILL_AT hook in tinygpt/checkpoint.py) and between
@@ -461,6 +463,13 @@ def test_a_fresh_train_into_a_running_run_names_the_running_process(tmp_path):
         r = CliRunner().invoke(train_cmd, tiny_args(out)[1:])
     assert r.exit_code == 1 and f"PID {os.getpid()}" in r.output, r.output
     assert "Continue it with" not in r.output     # --resume would be refused by the same lock
+    # before its first checkpoint, too: a run going is not "a run stopped before its first save"
+    early = tmp_path / "early"
+    early.mkdir()
+    (early / ckpt.METRICS_FILE).write_text("iter,train_loss,val_loss,lr,tokens_per_sec,elapsed_s\n")
+    with ckpt.RunLock(early):
+        r = CliRunner().invoke(train_cmd, ["--resume", "--out", str(early)])
+    assert r.exit_code == 1 and f"PID {os.getpid()}" in r.output, r.output
 
 
 def test_a_save_on_a_full_disk_cleans_up_and_says_what_it_needs(tmp_path, monkeypatch):

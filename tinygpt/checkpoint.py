@@ -21,8 +21,8 @@ best (the best among those that verify). A kill at any instant leaves either the
 new one, plus perhaps a `.partial-*` directory that the next `train` removes; a save that fails
 (a full disk) removes its own. Loading checks every file against the manifest, names the file
 that fails, and falls back to the previous complete checkpoint, saying which one it uses. A
-damaged checkpoint is never deleted: it is set aside as `damaged-ckpt-*` (by a resume, or when
-a save would keep it as the best). No pickle.
+checkpoint found damaged (by a resume, or by a save that would keep it as the best) is not
+deleted but set aside as `damaged-ckpt-*`, out of the run. No pickle.
 
 A *checkpoint directory* (one `ckpt-*`) can be given wherever a run directory can.
 """
@@ -194,8 +194,9 @@ def verify(ckpt_dir) -> None:
         return
     if all(name.endswith(".json") for name in bad):         # the weights verified
         weights = ", ".join(n for n in files if n.endswith(".safetensors"))
-        advice = (f" Options a resume may change are given on its command line (`tinygpt train "
-                  f"--resume --lr ...`), not edited in {CONFIG_FILE}." if CONFIG_FILE in bad else "")
+        advice = "" if CONFIG_FILE not in bad else (
+            f" Options a resume may change are given on its command line (`tinygpt train "
+            f"--resume --lr ...`), not edited in {CONFIG_FILE}.")
         raise EditedCheckpoint(
             "; ".join(f"{d / n} is missing" if why == "missing" else
                       f"{d / n} differs from its manifest entry ({why})" for n, why in bad.items())
@@ -215,7 +216,8 @@ def _mismatch(path: Path, entry) -> str | None:
     except FileNotFoundError:
         return "missing"
     if not isinstance(entry, dict) or size != entry.get("size"):
-        return f"{size} bytes, the manifest says {entry.get('size') if isinstance(entry, dict) else '?'}"
+        return (f"{size} bytes, the manifest says "
+                f"{entry.get('size') if isinstance(entry, dict) else '?'}")
     if sha256_file(path) != entry.get("sha256"):
         return "its SHA-256 differs from the manifest's"
     return None
@@ -319,12 +321,11 @@ def _save_error(e: OSError, run: Path, iteration: int, need: int) -> CheckpointE
     if e.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         return CheckpointError(f"{what} ({e.filename or run}); {kept}")
     try:
-        free = f"{shutil.disk_usage(run).free:,} bytes free"
+        free = f"that filesystem has {shutil.disk_usage(run).free:,} bytes free"
     except OSError:
-        free = "the free space unknown"
+        free = "how much that filesystem has free is unknown"
     return CheckpointError(f"{what}. A checkpoint needs about {need:,} bytes "
-                           f"({need / 2**20:,.1f} MiB); that filesystem has {free}. Free some "
-                           f"space; {kept}")
+                           f"({need / 2**20:,.1f} MiB); {free}. Free some space; {kept}")
 
 
 def prune(run_dir, keep_best: bool = True, log=None) -> None:
@@ -349,7 +350,7 @@ def prune(run_dir, keep_best: bool = True, log=None) -> None:
         keep.add(c.path)
         break
     for c in ckpts:
-        if c.path not in keep and c.path.exists():
+        if c.path not in keep and c.path.exists():      # (one set aside above is not)
             _remove_dir(c.path)
 
 
@@ -422,14 +423,14 @@ def set_aside_damaged(run_dir, start: Checkpoint, log) -> None:
 def set_aside(c: Checkpoint, why: str | None, log) -> Path:
     """Rename a damaged checkpoint to damaged-ckpt-* (no longer a checkpoint of the run: never
     loaded, never pruned) and say so, and why (unless that was said already)."""
-    doomed, n = c.path.parent / f"damaged-{c.path.name}", 0
-    while doomed.exists():
+    aside, n = c.path.parent / f"damaged-{c.path.name}", 0
+    while aside.exists():
         n += 1
-        doomed = c.path.parent / f"damaged-{c.path.name}-{n}"
-    os.rename(c.path, doomed)
-    log(f"warning: {why + '; ' if why else ''}moved the damaged checkpoint {c.path} to {doomed.name} (kept for you "
-        f"to look at or restore; delete it when you no longer need it)")
-    return doomed
+        aside = c.path.parent / f"damaged-{c.path.name}-{n}"
+    os.rename(c.path, aside)
+    log(f"warning: {why + '; ' if why else ''}moved the damaged checkpoint {c.path} to "
+        f"{aside.name} (kept for you to look at or restore; delete it when you no longer need it)")
+    return aside
 
 
 # ----------------------------------------------------------------------------------------------
@@ -475,8 +476,8 @@ def find_checkpoint(path, which: str = "latest", log=None) -> tuple[Checkpoint, 
             fix = "" if isinstance(e, EditedCheckpoint) else (
                 f" Restore it from a backup, or move it out of the run (`tinygpt train --resume "
                 f"--out {path}` sets it aside as damaged-{bad.path.name}).")
-            log(f"warning: {str(e).rstrip('.')}. Skipping the checkpoint {bad.path}; using {c.describe()} "
-                f"instead.{fix}")
+            log(f"warning: {str(e).rstrip('.')}. Skipping the checkpoint {bad.path}; using "
+                f"{c.describe()} instead.{fix}")
         return c, config
     fix = ("" if all(isinstance(e, EditedCheckpoint) for _, e in errors) else
            " Restore a backup, or start a new run (`tinygpt train --out NEW_DIR`).")

@@ -776,6 +776,8 @@ def train(opts: TrainOptions, resume: bool = False, log=print, progress: bool = 
     lock = ckpt.RunLock(out)
     with dist.abort_on_error(world):       # one rank fails: every rank stops, none hangs
         if resume:
+            if world.is_main:            # a run still going (perhaps before its first save)
+                ckpt.RunLock(out).check_free()
             if not ckpt.is_checkpoint(out):
                 why = (": the run was stopped before its first checkpoint was complete"
                        if out.is_dir() and ckpt.only_debris(out) else " (no checkpoint in it)")
