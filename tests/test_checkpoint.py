@@ -1,6 +1,8 @@
 """tinygpt/checkpoint.py: a training run never loses work. Atomic checkpoints, kills at every
 step of a save, damaged files named, the best and the latest checkpoint kept and found, a
-checkpoint pruned while it is read, one writer per run.
+checkpoint pruned while it is read, one writer per run; damage (a missing manifest, a damaged
+best, an edited config.json) said and set aside without costing a good checkpoint, a save on a
+full disk, and a run whose data moved.
 
 The kill tests run `tinygpt train` in a real subprocess and kill it with SIGKILL, at each step
 of the save sequence (the TINYGPT_TEST_KILL_AT hook in tinygpt/checkpoint.py) and between
@@ -324,3 +326,206 @@ def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
     r = CliRunner().invoke(train_cmd, ["--resume", "--out", str(out), "--max-iters", "8",
                                        "--quiet"])
     assert r.exit_code == 0, r.output                                # the lock was released
+
+
+# ----------------------------------------------------------------------------------------------
+# Damage is said, and never costs a good checkpoint
+# ----------------------------------------------------------------------------------------------
+def _stopped_at_6(out):
+    """TINY stopped by Ctrl-C at iteration 6: (its best checkpoint, the one Ctrl-C saved at 6,
+    which has no val loss)."""
+    def ctrl_c_at_6(it, stop, model):
+        if it == 6:
+            stop.requested = True
+    train(TrainOptions(**{**TINY, "out": str(out)}), progress=False, log=quiet,
+          on_iter=ctrl_c_at_6)
+    best, newest = [c.path for c in ckpt.list_checkpoints(out)]
+    assert newest.name == "ckpt-0000006" and best.name in ("ckpt-0000000", "ckpt-0000004")
+    return best, newest
+
+
+def _set_val_loss(ckpt_dir, val_loss):
+    """Give a checkpoint another val loss, re-sealed (so it is a good checkpoint that prune and
+    `best` rank by this value): a test's way to decide which checkpoint is the best."""
+    path = ckpt_dir / ckpt.CONFIG_FILE
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({**config, "val_loss": val_loss}))
+    reseal(ckpt_dir)
+
+
+def _flip_a_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def _ckpt_dirs(out):
+    return sorted(p.name for p in out.iterdir() if p.name.startswith("ckpt-"))
+
+
+@pytest.mark.parametrize("which", ["latest", "best"])
+def test_a_checkpoint_without_its_manifest_is_reported_and_set_aside(tmp_path, which):
+    from tinygpt.cli import main
+    out = tmp_path / "run"
+    best, newest = _stopped_at_6(out)
+    broken, other = (newest, best) if which == "latest" else (best, newest)
+    (broken / ckpt.MANIFEST_FILE).unlink()
+    # loading says which checkpoint, what is wrong with it, and what is loaded instead
+    warnings = []
+    _, _, config = load_run(out, which=which, log=warnings.append)
+    assert config["checkpoint_dir"] == str(other)
+    assert len(warnings) == 1, warnings
+    assert str(broken) in warnings[0] and "manifest.json" in warnings[0]
+    assert f"using {other}" in warnings[0]
+    r = CliRunner().invoke(main, ["sample", "--model", str(out), "--checkpoint", which,
+                                  "--max-new-tokens", "2"])
+    assert r.exit_code == 0 and str(broken) in r.output and "manifest.json" in r.output, r.output
+    # a resume sets it aside, visibly, and no manifest-less ckpt-* stays in the run
+    lines = []
+    train(TrainOptions(out=str(out)), resume=True, progress=False, log=lines.append, given=set())
+    assert any(str(broken) in line and "damaged" in line for line in lines), lines
+    assert (out / f"damaged-{broken.name}").is_dir()
+    assert all((out / name / ckpt.MANIFEST_FILE).exists() for name in _ckpt_dirs(out))
+    warnings = []
+    for which in ("best", "latest"):
+        load_run(out, which=which, log=warnings.append)
+    assert warnings == []
+
+
+def test_a_damaged_best_is_set_aside_and_the_good_ones_are_kept(tmp_path):
+    """The best checkpoint damaged, the latest good: a resume must keep the best good checkpoint,
+    never a damaged one in its place (which every later `sample` would warn about)."""
+    out = tmp_path / "run"
+    best, newest = _stopped_at_6(out)
+    _set_val_loss(best, 0.0)               # the best, whatever the next evaluations give
+    _set_val_loss(newest, 1e-3)            # the best good one once `best` is damaged
+    _flip_a_byte(best / ckpt.MODEL_FILE)
+    lines = []
+    train(TrainOptions(out=str(out)), resume=True, progress=False, log=lines.append, given=set())
+    assert any(str(best) in line and "damaged" in line for line in lines), lines
+    assert (out / f"damaged-{best.name}").is_dir()
+    assert _ckpt_dirs(out) == [newest.name, f"ckpt-{TINY['max_iters']:07d}"]
+    warnings = []
+    _, _, config = load_run(out, which="best", log=warnings.append)
+    assert warnings == [] and config["checkpoint_dir"] == str(newest)
+
+
+def test_prune_chooses_the_best_among_checkpoints_that_verify(tmp_path):
+    """Damage found while a run saves (not on a resume): the damaged best is set aside, and the
+    best good checkpoint is kept in its place."""
+    out = tmp_path / "run"
+    best, newest = _stopped_at_6(out)
+    _set_val_loss(best, 0.0)
+    _set_val_loss(newest, 1e-3)
+    _flip_a_byte(best / ckpt.OPTIM_FILE)
+    new = ckpt.save_checkpoint(out, tiny_gpt(), {**json.loads((newest / ckpt.CONFIG_FILE)
+                                                               .read_text()),
+                                                 "iteration": 7, "val_loss": 5.0})
+    assert _ckpt_dirs(out) == [newest.name, new.name]
+    assert (out / f"damaged-{best.name}").is_dir()
+
+
+def test_a_hand_edited_config_names_the_file_and_says_the_weights_are_intact(tmp_path):
+    out, _ = _one_checkpoint(tmp_path)
+    path = ckpt.list_checkpoints(out)[-1].path
+    config = json.loads((path / ckpt.CONFIG_FILE).read_text())
+    config["train"]["lr"] = 3e-4                        # an edit, still a valid config
+    (path / ckpt.CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    for run in (lambda: load_run(out, which="latest"),
+                lambda: run_tiny(out, resume=True, max_iters=8)):
+        with pytest.raises(ckpt.CheckpointError) as e:
+            run()
+        message = str(e.value)
+        assert str(path / ckpt.CONFIG_FILE) in message and "edit" in message
+        assert "model.safetensors" in message and "intact" in message
+        assert "new run" not in message            # the weights are there: no need to start over
+        assert "--resume --lr" in message          # the way to change a resumed run's options
+    # a damaged weights file, by contrast: nothing is intact, a backup or a new run it is
+    (path / ckpt.CONFIG_FILE).write_text(json.dumps(config))
+    reseal(path)
+    _flip_a_byte(path / ckpt.MODEL_FILE)
+    with pytest.raises(ckpt.CheckpointError) as e:
+        load_run(out, which="latest")
+    message = str(e.value)
+    assert str(path / ckpt.MODEL_FILE) in message and "intact" not in message
+    assert "new run" in message and "backup" in message
+
+
+
+
+# ----------------------------------------------------------------------------------------------
+# A run still going, a full disk
+# ----------------------------------------------------------------------------------------------
+def test_a_fresh_train_into_a_running_run_names_the_running_process(tmp_path):
+    out = tmp_path / "run"
+    run_tiny(out, max_iters=4)
+    with ckpt.RunLock(out):                       # as if a `train` were still writing there
+        r = CliRunner().invoke(train_cmd, tiny_args(out)[1:])
+    assert r.exit_code == 1 and f"PID {os.getpid()}" in r.output, r.output
+    assert "Continue it with" not in r.output     # --resume would be refused by the same lock
+    # before its first checkpoint, too: a run going is not "a run stopped before its first save"
+    early = tmp_path / "early"
+    early.mkdir()
+    (early / ckpt.METRICS_FILE).write_text("iter,train_loss,val_loss,lr,tokens_per_sec,elapsed_s\n")
+    with ckpt.RunLock(early):
+        r = CliRunner().invoke(train_cmd, ["--resume", "--out", str(early)])
+    assert r.exit_code == 1 and f"PID {os.getpid()}" in r.output, r.output
+
+
+def test_a_save_on_a_full_disk_cleans_up_and_says_what_it_needs(tmp_path, monkeypatch):
+    import errno
+    import shutil
+    out = tmp_path / "run"
+    run_tiny(out, max_iters=4, eval_interval=4)
+    before = {c.path.name for c in ckpt.list_checkpoints(out)}
+    need = sum(f.stat().st_size for f in ckpt.list_checkpoints(out)[-1].path.iterdir())
+    real = ckpt.save_safetensors
+    def full_disk(path, tensors, metadata=None):
+        if path.name == ckpt.OPTIM_FILE:          # the model is written, then the disk is full
+            with open(path, "wb") as f:
+                f.write(b"\0" * 100)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, tensors, metadata)
+    monkeypatch.setattr(ckpt, "save_safetensors", full_disk)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(ckpt.shutil, "disk_usage",
+                        lambda p: usage._replace(free=12_345))
+    with pytest.raises(ckpt.CheckpointError) as e:
+        run_tiny(out, resume=True, max_iters=8)
+    message = str(e.value)
+    assert str(out) in message and "12,345 bytes free" in message
+    stated = int(message.split("needs about ")[1].split(" bytes")[0].replace(",", ""))
+    assert need <= stated <= need + 65536
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "a .partial was left"
+    assert {c.path.name for c in ckpt.list_checkpoints(out)} == before
+    load_run(out, which="latest")                 # the last checkpoint is as it was
+
+
+# ----------------------------------------------------------------------------------------------
+# The same data at a new path
+# ----------------------------------------------------------------------------------------------
+def test_a_moved_dataset_resumes_with_data_at_its_new_path(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    text = "abcdefgh " * 400
+    (tmp_path / "a" / "text.txt").write_text(text)
+    out = tmp_path / "run"
+    run_tiny(out, max_iters=4, data=tmp_path / "a" / "text.txt")
+    (tmp_path / "a" / "text.txt").rename(tmp_path / "b" / "text.txt")
+    # the stored path is gone: say that --data gives the new one
+    r = CliRunner().invoke(train_cmd, ["--resume", "--out", str(out), "--max-iters", "8"])
+    assert r.exit_code == 1 and "--data NEW_PATH" in r.output and "moved" in r.output, r.output
+    # other bytes at the new path: refused, saying that they are not the run's data
+    (tmp_path / "c.txt").write_text(text.replace("h", "H"))
+    r = CliRunner().invoke(train_cmd, ["--resume", "--out", str(out), "--max-iters", "8",
+                                       "--data", str(tmp_path / "c.txt")])
+    assert r.exit_code == 1 and "SHA-256" in r.output and "cannot change" not in r.output
+    # the same bytes at the new path: the same run, continued, the new path recorded
+    r = CliRunner().invoke(train_cmd, ["--resume", "--out", str(out), "--max-iters", "8",
+                                       "--data", str(tmp_path / "b" / "text.txt"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    config = ckpt.find_checkpoint(out, "latest")[1]
+    assert config["iteration"] == 8 and config["train"]["data"] == str(tmp_path / "b" / "text.txt")
+    run_tiny(tmp_path / "ref", max_iters=8, lr_decay_iters=4,     # the decay the run began with
+             data=tmp_path / "b" / "text.txt")
+    assert_same_weights(final_weights(out), final_weights(tmp_path / "ref"))

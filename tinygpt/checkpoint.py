@@ -17,9 +17,12 @@ How a save stays safe: the new checkpoint is written into a hidden `.partial-*` 
 to the others, every file is flushed to disk, the manifest is written last, and then the whole
 directory is renamed to `ckpt-<iteration>` in one atomic step. Only after that are older
 checkpoints removed (renamed to `.partial-*` first, then deleted), keeping the latest and the
-best. A kill at any instant leaves either the old set or the new one, plus perhaps a `.partial-*`
-directory that the next `train` removes. Loading checks every file against the manifest, names
-the file that fails, and falls back to the previous complete checkpoint. No pickle.
+best (the best among those that verify). A kill at any instant leaves either the old set or the
+new one, plus perhaps a `.partial-*` directory that the next `train` removes; a save that fails
+(a full disk) removes its own. Loading checks every file against the manifest, names the file
+that fails, and falls back to the previous complete checkpoint, saying which one it uses. A
+checkpoint found damaged (by a resume, or by a save that would keep it as the best) is not
+deleted but set aside as `damaged-ckpt-*`, out of the run. No pickle.
 
 A *checkpoint directory* (one `ckpt-*`) can be given wherever a run directory can.
 """
@@ -35,6 +38,7 @@ import re
 import secrets
 import shutil
 import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +57,11 @@ _NAME = re.compile(r"ckpt-(\d{7,})(?:\.(\d+))?$")
 
 class CheckpointError(LoadError):
     """A run directory or checkpoint that cannot be used; the message names the file."""
+
+
+class EditedCheckpoint(CheckpointError):
+    """A checkpoint whose weights match the manifest but whose config.json or rng.json does not:
+    an edit by hand, most likely. Nothing is lost; the message says how to put it back."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -92,8 +101,10 @@ def _is_single(path: Path) -> bool:
 
 
 def list_checkpoints(run_dir) -> list[Checkpoint]:
-    """The complete checkpoints (a manifest is present) of a run, oldest first. A checkpoint
-    directory given itself counts as one (verify() then says if it is incomplete)."""
+    """The checkpoints of a run, oldest first: every ckpt-* directory, complete or not (a save
+    renames a checkpoint into place only once its manifest is written, so one without it is
+    damage, which verify() reports and which a resume or a save sets aside). A checkpoint
+    directory given itself counts as one."""
     run = Path(run_dir)
     found = []
     try:
@@ -102,7 +113,7 @@ def list_checkpoints(run_dir) -> list[Checkpoint]:
         return []
     for e in entries:
         m = _NAME.match(e.name)
-        if not (m and e.is_dir() and (Path(e.path) / MANIFEST_FILE).exists()):
+        if not (m and e.is_dir()):
             continue
         val = None
         try:
@@ -166,28 +177,50 @@ def _check_manifest_digest(manifest: dict, path: Path) -> None:
 
 
 def verify(ckpt_dir) -> None:
-    """Check every file of a checkpoint against its manifest; the error names the bad file."""
+    """Check every file of a checkpoint against its manifest; the error names each bad file.
+    Only config.json or rng.json differing (the weights intact) is an EditedCheckpoint."""
     d = Path(ckpt_dir)
     manifest_path = d / MANIFEST_FILE
     if not manifest_path.exists():
-        raise CheckpointError(f"{d} has no {MANIFEST_FILE}: it is not a complete checkpoint")
+        raise CheckpointError(f"{d} has no {MANIFEST_FILE} (deleted, or its save never "
+                              f"completed), so its files cannot be checked")
     manifest = _read_json(manifest_path)
     _check_manifest_digest(manifest, manifest_path)
     files = manifest.get("files")
     if not isinstance(files, dict) or CONFIG_FILE not in files or MODEL_FILE not in files:
         raise CheckpointError(f"{manifest_path} is damaged: it does not list the checkpoint's files")
-    for name, entry in files.items():
-        path = d / name
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise CheckpointError(f"checkpoint file missing: {path}") from None
-        if not isinstance(entry, dict) or size != entry.get("size"):
-            raise CheckpointError(f"{path} is damaged: {size} bytes, the manifest says "
-                                  f"{entry.get('size') if isinstance(entry, dict) else '?'}")
-        if sha256_file(path) != entry.get("sha256"):
-            raise CheckpointError(f"{path} is damaged: its SHA-256 does not match the manifest "
-                                  f"(a changed or corrupted byte)")
+    bad = {name: why for name, entry in files.items() if (why := _mismatch(d / name, entry))}
+    if not bad:
+        return
+    if all(name.endswith(".json") for name in bad):         # the weights verified
+        weights = ", ".join(n for n in files if n.endswith(".safetensors"))
+        advice = "" if CONFIG_FILE not in bad else (
+            f" Options a resume may change are given on its command line (`tinygpt train "
+            f"--resume --lr ...`), not edited in {CONFIG_FILE}.")
+        raise EditedCheckpoint(
+            "; ".join(f"{d / n} is missing" if why == "missing" else
+                      f"{d / n} differs from its manifest entry ({why})" for n, why in bad.items())
+            + f": edited by hand, or a changed byte. The weights ({weights}) match theirs: they "
+              f"are intact. Put back the original {' and '.join(bad)} (undo the edit, or copy it "
+              f"from a backup)." + advice)
+    raise CheckpointError("; ".join(
+        f"checkpoint file missing: {d / n}" if why == "missing" else
+        f"{d / n} is damaged: {why}" + (" (a changed or corrupted byte)" if "SHA" in why else "")
+        for n, why in bad.items()))
+
+
+def _mismatch(path: Path, entry) -> str | None:
+    """What is wrong with one file of a checkpoint, by its manifest entry (None: nothing)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "missing"
+    if not isinstance(entry, dict) or size != entry.get("size"):
+        return (f"{size} bytes, the manifest says "
+                f"{entry.get('size') if isinstance(entry, dict) else '?'}")
+    if sha256_file(path) != entry.get("sha256"):
+        return "its SHA-256 differs from the manifest's"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,16 +251,37 @@ def _name_for(run: Path, iteration: int) -> Path:
 
 
 def save_checkpoint(run_dir, model, config: dict, optimizer=None, rng_states: dict | None = None,
-                    keep_best: bool = True) -> Path:
+                    keep_best: bool = True, log=None) -> Path:
     """Write one complete checkpoint into run_dir, atomically, and prune older ones (keeping
     the one just written and the best). `config` must hold 'iteration'; 'val_loss' (the
-    evaluation of these weights, or None) decides which checkpoint is the best."""
+    evaluation of these weights, or None) decides which checkpoint is the best. A write that
+    fails (a full disk) removes the unfinished save and raises a CheckpointError that says how
+    much space a checkpoint needs. log(line): where prune's warnings go (default: stderr)."""
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     iteration = int(config.get("iteration", 0))
     _kill_point("start")
     partial = run / f"{PARTIAL_PREFIX}ckpt-{iteration:07d}-{secrets.token_hex(4)}"
-    partial.mkdir()
+    try:
+        partial.mkdir()
+        _write_files(partial, iteration, model, config, optimizer, rng_states)
+        final = _name_for(run, iteration)
+        os.rename(partial, final)      # the one atomic step: the checkpoint now exists, whole
+    except BaseException as e:         # a full disk, a second Ctrl-C: leave no debris behind
+        shutil.rmtree(partial, ignore_errors=True)
+        if not isinstance(e, OSError):
+            raise
+        raise _save_error(e, run, iteration, checkpoint_bytes(model, optimizer, config,
+                                                              rng_states)) from None
+    _fsync_directory(str(run))
+    _kill_point("rename")
+    prune(run, keep_best=keep_best, log=log)
+    _kill_point("prune")
+    return final
+
+
+def _write_files(partial: Path, iteration: int, model, config, optimizer, rng_states) -> None:
+    """Every file of a checkpoint into its .partial-* directory, flushed; the manifest last."""
     stamp = {"iteration": str(iteration)}
     save_safetensors(partial / MODEL_FILE, dict(model.state_dict()), metadata=stamp)
     _kill_point("model")
@@ -247,27 +301,61 @@ def save_checkpoint(run_dir, model, config: dict, optimizer=None, rng_states: di
     atomic_write_json(partial / MANIFEST_FILE,
                       {**manifest, "manifest_sha256": _manifest_digest(manifest)})
     _kill_point("manifest")
-    final = _name_for(run, iteration)
-    os.rename(partial, final)          # the one atomic step: the checkpoint now exists, whole
-    _fsync_directory(str(run))
-    _kill_point("rename")
-    prune(run, keep_best=keep_best)
-    _kill_point("prune")
-    return final
 
 
-def prune(run_dir, keep_best: bool = True) -> None:
-    """Remove every complete checkpoint but the latest and the best (lowest val loss)."""
+def checkpoint_bytes(model, optimizer=None, config: dict | None = None,
+                     rng_states: dict | None = None) -> int:
+    """The bytes one checkpoint of these takes on disk, a little over: every array, a header
+    entry of at most 256 bytes per array, the JSON files (ASCII-escaped, so never shorter than
+    written) and 4 KiB for the manifest."""
+    arrays = list(model.state_dict().values())
+    if optimizer is not None:
+        arrays += list(optimizer.state_dict()["arrays"].values())
+    text = sum(len(json.dumps(obj, indent=2)) + 64 for obj in (config or {}, rng_states or {}))
+    return sum(a.nbytes for a in arrays) + 256 * len(arrays) + text + 4096
+
+
+def _save_error(e: OSError, run: Path, iteration: int, need: int) -> CheckpointError:
+    what = f"cannot save the checkpoint of iteration {iteration} in {run}: {e.strerror or e}"
+    kept = "the unfinished save was removed; the checkpoints already there are as they were"
+    if e.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return CheckpointError(f"{what} ({e.filename or run}); {kept}")
+    try:
+        free = f"that filesystem has {shutil.disk_usage(run).free:,} bytes free"
+    except OSError:
+        free = "how much that filesystem has free is unknown"
+    return CheckpointError(f"{what}. A checkpoint needs about {need:,} bytes "
+                           f"({need / 2**20:,.1f} MiB); {free}. Free some space; {kept}")
+
+
+def prune(run_dir, keep_best: bool = True, log=None) -> None:
+    """Remove every checkpoint but the latest (the one just written) and the best: the lowest
+    val loss among those that verify. A damaged one that would be the best is set aside as
+    damaged-ckpt-* (said through log, default stderr), never kept as the best, so that the best
+    good checkpoint is not pruned in its place."""
     ckpts = list_checkpoints(run_dir)
     if not ckpts or ckpts[-1].path == Path(run_dir):
         return
-    keep = {ckpts[-1].path}
-    scored = [c for c in ckpts if c.val_loss is not None]
-    if keep_best and scored:
-        keep.add(min(scored, key=lambda c: (c.val_loss, -c.iteration)).path)
+    newest, keep = ckpts[-1], {ckpts[-1].path}
+    scored = sorted((c for c in ckpts if c.val_loss is not None),
+                    key=lambda c: (c.val_loss, -c.iteration))
+    for c in scored if keep_best else []:
+        if c.path == newest.path:      # just written: the best, and nothing older is needed
+            break
+        try:
+            verify(c.path)
+        except CheckpointError as e:
+            set_aside(c, str(e), log or _stderr)
+            continue
+        keep.add(c.path)
+        break
     for c in ckpts:
-        if c.path not in keep:
+        if c.path not in keep and c.path.exists():      # (one set aside above is not)
             _remove_dir(c.path)
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _remove_dir(path: Path) -> None:
@@ -317,13 +405,32 @@ def clear_run(run_dir) -> None:
     clean_partial(run_dir)
 
 
-def set_aside_newer(run_dir, start: Checkpoint, log) -> None:
-    """Rename the checkpoints newer than `start` (the newest that verifies: the newer ones are
-    damaged) to damaged-ckpt-*, visibly, so a resume continues from start and keeps them."""
+def set_aside_damaged(run_dir, start: Checkpoint, log) -> None:
+    """Resuming from `start` (the newest checkpoint that verifies): set aside every other
+    checkpoint that does not verify, the newer ones (all damaged, or start would be one of them)
+    and a damaged best, so that the run goes on with good checkpoints only and keeps the
+    damaged ones, visibly, for whoever wants to look at them."""
     for c in list_checkpoints(run_dir):
         if (c.iteration, c.serial) > (start.iteration, start.serial):
-            os.rename(c.path, c.path.parent / f"damaged-{c.path.name}")
-            log(f"warning: moved the damaged checkpoint {c.path} to damaged-{c.path.name}")
+            set_aside(c, None, log)    # find_checkpoint has said what is wrong with it
+        elif c.path != start.path:
+            try:
+                verify(c.path)
+            except CheckpointError as e:
+                set_aside(c, str(e), log)
+
+
+def set_aside(c: Checkpoint, why: str | None, log) -> Path:
+    """Rename a damaged checkpoint to damaged-ckpt-* (no longer a checkpoint of the run: never
+    loaded, never pruned) and say so, and why (unless that was said already)."""
+    aside, n = c.path.parent / f"damaged-{c.path.name}", 0
+    while aside.exists():
+        n += 1
+        aside = c.path.parent / f"damaged-{c.path.name}-{n}"
+    os.rename(c.path, aside)
+    log(f"warning: {why + '; ' if why else ''}moved the damaged checkpoint {c.path} to "
+        f"{aside.name} (kept for you to look at or restore; delete it when you no longer need it)")
+    return aside
 
 
 # ----------------------------------------------------------------------------------------------
@@ -355,7 +462,7 @@ def find_checkpoint(path, which: str = "latest", log=None) -> tuple[Checkpoint, 
                if (path / CONFIG_FILE).exists() else "")
         raise CheckpointError(f"no checkpoint in {path}{why}: `tinygpt train --out {path}` "
                               f"writes one at its first evaluation.")
-    errors = []
+    errors = []                         # (the checkpoint, what is wrong with it)
     for c in candidates:
         try:
             verify(c.path)
@@ -363,13 +470,19 @@ def find_checkpoint(path, which: str = "latest", log=None) -> tuple[Checkpoint, 
         except CheckpointError as e:
             if _pruned(c, path):        # a `train` writing to this run removed it as we read:
                 return find_checkpoint(path, which, log)         # not damage; look again
-            errors.append(str(e))
-            if log is not None:
-                log(f"warning: {e}; skipping the checkpoint {c.path}")
+            errors.append((c, e))
             continue
+        for bad, e in errors if log is not None else []:
+            fix = "" if isinstance(e, EditedCheckpoint) else (
+                f" Restore it from a backup, or move it out of the run (`tinygpt train --resume "
+                f"--out {path}` sets it aside as damaged-{bad.path.name}).")
+            log(f"warning: {str(e).rstrip('.')}. Skipping the checkpoint {bad.path}; using "
+                f"{c.describe()} instead.{fix}")
         return c, config
-    raise CheckpointError(f"every checkpoint in {path} is damaged: " + "; ".join(errors)
-                          + ". Start a new run (`tinygpt train --out NEW_DIR`) or restore a backup.")
+    fix = ("" if all(isinstance(e, EditedCheckpoint) for _, e in errors) else
+           " Restore a backup, or start a new run (`tinygpt train --out NEW_DIR`).")
+    raise CheckpointError(f"no checkpoint in {path} verifies: "
+                          + "; ".join(str(e).rstrip(".") for _, e in errors) + "." + fix)
 
 
 def _pruned(c: Checkpoint, run_dir: Path) -> bool:
@@ -494,13 +607,35 @@ class RunLock:
                 raise
             holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
-            raise CheckpointError(f"another `tinygpt train` (PID {holder}) is writing to "
-                                  f"{self.path.parent}; wait for it to finish, stop it, or use "
-                                  f"another --out") from None
+            raise self._held_by(holder) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
         return self
+
+    def check_free(self) -> None:
+        """Refuse at once, as acquire() would, if a process trains in this run now; take
+        nothing and write nothing otherwise. (A shared flock, held for an instant: it conflicts
+        only with a training process's exclusive one.)"""
+        try:
+            import fcntl
+            fd = os.open(self.path, os.O_RDONLY)
+        except (ImportError, FileNotFoundError, NotADirectoryError):
+            return                     # no flock, or no lock file: nobody is training here
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            raise self._held_by(os.read(fd, 64).decode("ascii", "replace").strip()
+                                or "unknown") from None
+        finally:
+            os.close(fd)               # and with it the shared lock
+
+    def _held_by(self, holder: str) -> CheckpointError:
+        return CheckpointError(f"another `tinygpt train` (PID {holder}) is training in "
+                               f"{self.path.parent} now; wait for it to finish, stop it, or "
+                               f"use another --out")
 
     def release(self) -> None:
         if self.fd is not None:

@@ -404,6 +404,7 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
     """A fresh run writes only into a new or empty directory (or, with --overwrite, a run's)."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a directory")
+    ckpt.RunLock(out).check_free()       # a run still going there: name its PID, not --resume
     if ckpt.is_run_started(out) and not overwrite and not ckpt.only_debris(out):
         what = ("a training run" if ckpt.is_checkpoint(out) else "files")
         raise ValueError(f"--out {out} already holds {what}. Continue it with `tinygpt train "
@@ -457,10 +458,12 @@ def init_from(opts: TrainOptions, given: set, log):
 # ----------------------------------------------------------------------------------------------
 # Resume: the saved plan, and what the command line may change in it
 # ----------------------------------------------------------------------------------------------
-def resume_options(saved: dict, opts: TrainOptions, given: set) -> tuple[TrainOptions, list]:
+def resume_options(saved: dict, opts: TrainOptions, given: set,
+                   data_sha256: str | None = None) -> tuple[TrainOptions, list]:
     """The saved options with the changeable ones given on the command line applied.
     Returns (options, ["--lr 0.001 -> 0.0005", ...]); a fixed option given with another value
-    is an error naming it."""
+    is an error naming it. --data may name a new path when the run recorded its data's SHA-256
+    (data_sha256): the same bytes moved are the same run, and _data_and_model checks them."""
     known = {f.name for f in fields(TrainOptions)}
     merged = {k: v for k, v in saved.items() if k in known}
     merged["out"], merged["threads"] = opts.out, opts.threads      # this process's own
@@ -472,7 +475,7 @@ def resume_options(saved: dict, opts: TrainOptions, given: set) -> tuple[TrainOp
         if new == old:
             continue
         flag = "--" + name.replace("_", "-")
-        if name in RESUME_FIXED:
+        if name in RESUME_FIXED and not (name == "data" and data_sha256 is not None):
             refused.append(f"{flag} {new} (the run has {old})")
         else:
             changes.append(f"{flag} {old} -> {new}")
@@ -579,13 +582,13 @@ def _saved_plan(opts, out: Path, given: set, log, world):
         if removed:
             log(f"removed what an interrupted save left in {out}: {', '.join(removed)}")
         start, _ = ckpt.find_checkpoint(out, "latest", log=log)
-        ckpt.set_aside_newer(out, start, log)
+        ckpt.set_aside_damaged(out, start, log)
     dist.barrier(world)                   # the other ranks read after rank 0 has tidied
     start, saved = ckpt.find_checkpoint(out, "latest", log=log)
     if int(saved.get("world_size", 1)) != world.size:
         raise ValueError(f"the run in {out} was trained with {saved.get('world_size', 1)} "
                          f"rank(s); resume it with the same number (now {world.size})")
-    opts, changes = resume_options(saved.get("train", {}), opts, given)
+    opts, changes = resume_options(saved.get("train", {}), opts, given, saved.get("data_sha256"))
     decay = saved.get("train", {}).get("lr_decay_iters")
     if any(c.startswith("--max-iters") for c in changes) and "lr_decay_iters" not in given \
             and decay is not None:
@@ -612,6 +615,10 @@ def _data_and_model(opts: TrainOptions, saved, given: set, log):
     """(dataset, tokenizer, model config, the pretrained model to fine-tune or None, the data's
     checksum): from --data (a text file, or `tinygpt prepare`'s token files, mapped and never
     read whole), the saved run, or --init-from."""
+    if saved is not None and opts.data is not None and not os.path.exists(opts.data):
+        raise ValueError(f"this run's training data, {opts.data}, is not there any more. If "
+                         f"you moved it, resume with `--data NEW_PATH`: the same bytes (by "
+                         f"SHA-256) continue the same run")
     prepared = opts.data is not None and os.path.isdir(opts.data)
     if prepared:
         data, meta = open_prepared(opts.data)
@@ -621,7 +628,11 @@ def _data_and_model(opts: TrainOptions, saved, given: set, log):
     else:
         text, checksum = load_text(opts.data), data_checksum(opts.data)
     if saved is not None and saved.get("data_sha256") not in (None, checksum):
-        raise ValueError(f"the training data {opts.data or 'the bundled Shakespeare'} changed "
+        raise ValueError(f"--data {opts.data} is not this run's training data: its SHA-256 "
+                         f"differs from the one recorded when the run started. Give the data the "
+                         f"run was trained on, or start a new run with another --out"
+                         if "data" in given else
+                         f"the training data {opts.data or 'the bundled Shakespeare'} changed "
                          f"since this run started (its SHA-256 differs); resuming would train "
                          f"on other text. Restore the file, or start a new run with another --out")
     pretrained = None
@@ -909,6 +920,8 @@ def train(opts: TrainOptions, resume: bool = False, log=print, progress: bool = 
     lock = ckpt.RunLock(out)
     with dist.abort_on_error(world):       # one rank fails: every rank stops, none hangs
         if resume:
+            if world.is_main:            # a run still going (perhaps before its first save)
+                ckpt.RunLock(out).check_free()
             if not ckpt.is_checkpoint(out):
                 why = (": the run was stopped before its first checkpoint was complete"
                        if out.is_dir() and ckpt.only_debris(out) else " (no checkpoint in it)")
