@@ -318,10 +318,11 @@ def _read_documents(files: list[Path], digests: dict | None = None, chunk_chars:
                 if size == 0 and raw.startswith(codecs.BOM_UTF8):
                     data, skipped = raw[len(codecs.BOM_UTF8):], len(codecs.BOM_UTF8)
                 size += len(raw)
+                held = len(decoder.getstate()[0])        # the end of a character cut by the read
                 try:
                     pending += decoder.decode(data, final=not raw)
                 except UnicodeDecodeError as e:
-                    at = size - len(data) + e.start
+                    at = size - len(data) - held + e.start
                     raise ValueError(f"{path} is not UTF-8 text (near byte {at:,}: {e.reason}); "
                                      f"convert it to UTF-8 first") from None
                 # Cut near chunk_chars; if there is no safe place there (no space, no newline),
