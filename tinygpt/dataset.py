@@ -154,7 +154,8 @@ def open_prepared(data_dir, block_size: int | None = None) -> tuple[Dataset, dic
     notes = _recover(data_dir, have_lock=False)
     if meta_file.exists():
         meta = _read_meta(meta_file)
-        writing = [p for p in _partials(data_dir) if not (p / "meta.json").exists()]
+        writing = [p for p in _partials(data_dir)
+                   if not (p / "meta.json").exists() and _alive(_partial_pid(p))]
         if writing:      # a prepare that is running now: this run keeps the dataset there now
             notes.append(f"`tinygpt prepare` (PID {_partial_pid(writing[0])}) is writing a new "
                          f"dataset into {data_dir}; this reads the one there now, which it will "
@@ -578,7 +579,7 @@ def _recover(out: Path, have_lock: bool) -> list[str]:
     notes = []
     for partial in _partials(out):
         pid = _partial_pid(partial)
-        if (partial / "meta.json").exists():
+        if (partial / "meta.json").exists():          # finished: move it in, or what is left
             try:
                 _swap_in(partial, out)
             except OSError as e:
@@ -587,12 +588,17 @@ def _recover(out: Path, have_lock: bool) -> list[str]:
                     f"finished dataset in from {partial.name}, and the move cannot be completed "
                     f"({e.strerror or e}). Run `tinygpt prepare` again with write access to {out}."
                 ) from None
-            notes.append(f"finished moving in the dataset that an interrupted `tinygpt prepare` "
-                         f"(PID {pid}) had written.")
+            if not _alive(pid):
+                notes.append(f"finished moving in the dataset that an interrupted `tinygpt "
+                             f"prepare` (PID {pid}) had written.")
         elif pid != os.getpid() and (have_lock or not _alive(pid)):
-            empty = not any(partial.iterdir())   # killed after its last move: nothing to say
+            try:
+                with os.scandir(partial) as entries:
+                    empty = not any(entries)          # killed after its last move: all is done
+            except OSError:
+                empty = True
             shutil.rmtree(partial, ignore_errors=True)
-            if not partial.exists() and not empty:
+            if not empty and not partial.exists():
                 notes.append(f"removed {partial}, the unfinished output of an interrupted "
                              f"`tinygpt prepare` (PID {pid}).")
     if have_lock:
