@@ -7,8 +7,10 @@ the split, tiktoken's GPT-2 encoding (built offline from the bundled ranks, as i
 BPE ids, hashlib for checksums, np.fromfile for the file layout, and a data directory built the
 way nanoGPT's data/*/prepare.py builds one.
 """
+import codecs
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -202,7 +204,7 @@ def test_meta_pkl_is_never_unpickled(tmp_path, monkeypatch):
 def test_not_prepared(tmp_path):
     assert not is_prepared_dir(tmp_path)                      # empty directory
     assert not is_prepared_dir(SHAKESPEARE)                   # a text file
-    with pytest.raises(FileNotFoundError, match="tinygpt prepare"):
+    with pytest.raises(ValueError, match="tinygpt prepare"):
         open_prepared(tmp_path)
     with pytest.raises(IsADirectoryError, match="tinygpt prepare"):
         read_text(tmp_path)
@@ -239,6 +241,150 @@ def test_bad_inputs_to_prepare(tmp_path):
         prepare(tmp_path / "short.txt", tmp_path / "o", "gpt2", progress=False)
     assert not (tmp_path / "o" / "meta.json").exists()           # a failed run leaves no meta.json
     assert not list((tmp_path / "o").glob("*.tmp"))
+    assert not list((tmp_path / "o").glob(".prepare-*"))
+
+
+def test_messages_for_what_is_not_a_text(tmp_path):
+    """/dev/null exists: it is not "not found", it is not a regular file. An empty text is
+    empty, whichever the tokenizer (not "0 tokens"); a single token is "1 token"."""
+    if os.path.exists("/dev/null"):
+        with pytest.raises(ValueError) as e:
+            prepare("/dev/null", tmp_path / "o", progress=False)
+        assert "/dev/null is neither a regular file nor a directory" in str(e.value)
+        assert "not found" not in str(e.value)
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "bom-only.txt").write_bytes(codecs.BOM_UTF8)
+    for name in ("empty.txt", "bom-only.txt"):
+        for kind in ("char", "gpt2"):
+            with pytest.raises(ValueError, match=f"{name} is empty: there is no text to prepare"):
+                prepare(tmp_path / name, tmp_path / "o", kind, progress=False)
+    (tmp_path / "one.txt").write_text("hello", encoding="utf-8")           # one GPT-2 token
+    with pytest.raises(ValueError, match=r"gives only 1 token: too few"):
+        prepare(tmp_path / "one.txt", tmp_path / "o", "gpt2", progress=False)
+    with pytest.raises(ValueError, match=r"part has 1 token, but"):
+        Dataset.from_ids(np.arange(10), block_size=4)                   # val: 1 id
+
+
+def test_a_plain_directory_given_as_data(tmp_path):
+    """`train --data DIR` with a directory that is no dataset: the error names DIR (not --out)
+    and says how to prepare it into another directory."""
+    from click.testing import CliRunner
+    from tinygpt.cli.train import train_cmd
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("some text\n" * 100, encoding="utf-8")
+    result = CliRunner().invoke(train_cmd, ["--data", str(corpus), "--out", str(tmp_path / "run"),
+                                            "--max-iters", "1"])
+    assert result.exit_code == 1
+    message = result.output.strip()
+    assert message.startswith(f"Error: {corpus} is a directory but not a prepared dataset")
+    assert str(tmp_path / "run") not in message
+    assert f"tinygpt prepare {corpus} --out DATA_DIR" in message and "--data DATA_DIR" in message
+    (corpus / "a.txt").unlink()                                   # nothing to prepare in it
+    with pytest.raises(ValueError, match=r"--data takes a UTF-8 text file, or a directory written "
+                                         r"by `tinygpt prepare TEXT_FILE_OR_DIR --out DATA_DIR`"):
+        open_prepared(corpus)
+
+
+def test_a_leading_byte_order_mark_is_not_text(tmp_path, gpt2_ids):
+    """EF BB BF at the start of a file is dropped by read_text and by prepare (both tokenizers);
+    the source's sha256 is still the file's. Elsewhere U+FEFF is an ordinary character."""
+    text = "To be, or not to be\ufeff: that is the question.\n" * 50
+    raw = codecs.BOM_UTF8 + text.encode("utf-8")
+    (tmp_path / "bom.txt").write_bytes(raw)
+    assert read_text(tmp_path / "bom.txt") == text
+    ids = {"char": CharTokenizer.from_text(text).encode_array(text), "gpt2": gpt2_ids(text)}
+    for kind in ("char", "gpt2"):
+        meta = prepare(tmp_path / "bom.txt", tmp_path / kind, kind, progress=False)
+        train, val = split(ids[kind])
+        assert np.array_equal(read_bin(tmp_path / kind / "train.bin"), train)
+        assert np.array_equal(read_bin(tmp_path / kind / "val.bin"), val)
+        assert meta["source"]["sha256"] == hashlib.sha256(raw).hexdigest()
+    assert meta["source"]["bytes"] == len(raw)
+    assert CharTokenizer.from_text(text).chars == tokenizer_from_dict(
+        json.loads((tmp_path / "char" / "meta.json").read_text())["tokenizer"]).chars
+    (tmp_path / "bad.txt").write_bytes(codecs.BOM_UTF8 + b"caf\xe9")          # byte 6 is bad
+    with pytest.raises(ValueError, match="byte 6"):
+        read_text(tmp_path / "bad.txt")
+    with pytest.raises(ValueError, match="byte 6"):
+        prepare(tmp_path / "bad.txt", tmp_path / "o", progress=False)
+
+
+def test_prepare_replaces_only_its_own_files(tmp_path, shakespeare):
+    """Over an existing dataset: the user's other files stay; a prepare that fails leaves the
+    old dataset whole (it used to remove meta.json first, leaving the old ids to be read as
+    GPT-2 ids)."""
+    (tmp_path / "a.txt").write_text(shakespeare[:20_000], encoding="utf-8")
+    out = tmp_path / "d"
+    first = prepare(tmp_path / "a.txt", out, "char", progress=False)
+    (out / "notes.txt").write_text("mine\n")
+    (out / "meta.pkl").write_bytes(b"nanoGPT's")
+    (out / "sub").mkdir()
+    (tmp_path / "short.txt").write_text("hi", encoding="utf-8")
+    with pytest.raises(ValueError, match="too few to split"):
+        prepare(tmp_path / "short.txt", out, "gpt2", progress=False)
+    data, meta = open_prepared(out)
+    assert meta == first and "notice" not in meta
+    tok = tokenizer_from_dict(meta["tokenizer"])
+    assert tok.decode(np.concatenate([data.train, data.val])) == shakespeare[:20_000]
+    prepare(tmp_path / "a.txt", out, "gpt2", progress=False)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "meta.json", "meta.pkl", "notes.txt", "sub", "train.bin", "val.bin"]
+    assert (out / "notes.txt").read_text() == "mine\n" and (out / "meta.pkl").read_bytes() == b"nanoGPT's"
+
+
+def test_interrupted_prepare_is_not_a_nanogpt_directory(tmp_path, shakespeare):
+    """What a killed prepare of the previous release left (old train.bin/val.bin, an empty
+    train.bin.tmp, no meta.json) is an error that says to prepare again, not GPT-2 ids."""
+    (tmp_path / "a.txt").write_text(shakespeare[:20_000], encoding="utf-8")
+    out = tmp_path / "d"
+    prepare(tmp_path / "a.txt", out, "char", progress=False)
+    (out / "meta.json").unlink()
+    (out / "train.bin.tmp").write_bytes(b"")
+    assert is_prepared_dir(out)
+    with pytest.raises(ValueError, match=r"no meta\.json.*interrupted `tinygpt prepare`.*"
+                                         r"train\.bin\.tmp.*Run `tinygpt prepare"):
+        open_prepared(out)
+    prepare(tmp_path / "a.txt", out, "char", progress=False)     # which cleans it up
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "train.bin", "val.bin"]
+
+    # a partial directory of a process that is running (here: this one) is left alone
+    (out / "meta.json").unlink()
+    partial = out / f".prepare-{os.getpid()}.partial"
+    partial.mkdir()
+    (partial / "train.bin").write_bytes(b"\0\0")
+    assert is_prepared_dir(out)
+    with pytest.raises(ValueError, match=rf"`tinygpt prepare` \(PID {os.getpid()}\) is writing one"):
+        open_prepared(out)
+    assert partial.exists()
+
+
+def test_one_prepare_at_a_time(tmp_path, shakespeare):
+    fcntl = pytest.importorskip("fcntl")
+    (tmp_path / "a.txt").write_text(shakespeare[:20_000], encoding="utf-8")
+    out = tmp_path / "d"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY)          # what a running prepare holds
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(ValueError, match="another `tinygpt prepare`"):
+            prepare(tmp_path / "a.txt", out, "char", progress=False)
+    finally:
+        os.close(fd)
+    prepare(tmp_path / "a.txt", out, "char", progress=False)
+
+
+def test_train_says_which_dataset(tmp_path, shakespeare):
+    from tinygpt.dataset import describe_prepared
+    out = tmp_path / "d"
+    prepare(SHAKESPEARE, out, "char", progress=False)
+    data, meta = open_prepared(out)
+    line = describe_prepared(out, meta)
+    # the counts of the data README: 65 characters, a 90/10 split of 1,115,394
+    assert line.startswith(f"data: {out}: char tokenizer, vocabulary 65, 1,003,854 train + "
+                           f"111,540 val tokens (uint16), prepared from {SHAKESPEARE} "
+                           f"(1,115,394 bytes")
+    assert hashlib.sha256(SHAKESPEARE.read_bytes()).hexdigest()[:12] in line
 
 
 def test_batch_keeps_its_random_stream():

@@ -52,7 +52,11 @@ def test_unknown_character_error_names_it(shakespeare, text, char, pos):
     with pytest.raises(ValueError) as e:
         tok.encode(text)
     message = str(e.value)
-    assert repr(char) in message and f"position {pos}" in message and "from_text" in message
+    assert repr(char) in message and f"position {pos}" in message
+    assert f"U+{ord(char):04X}" in message
+    # what to do, for the command-line user (who never called CharTokenizer.from_text) and in Python
+    assert "--tokenizer gpt2" in message and "tinygpt prepare" in message and "from_text" in message
+    assert not message.startswith("CharTokenizer")
 
 
 @pytest.mark.parametrize("ids", [[0, 3], [-1], [1.5], [[0]]])

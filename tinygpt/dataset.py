@@ -16,6 +16,11 @@ A prepared data directory uses nanoGPT's layout, so the two can share data:
 
 nanoGPT writes a meta.pkl (a pickle) for its character datasets; tinygpt never unpickles anything,
 see `open_prepared` for what it does instead.
+
+`prepare` never writes over the dataset a directory holds: it writes the new one whole into
+DIR/.prepare-<pid>.partial/, then moves it in (see `_swap_in`), so a directory read by tinygpt is
+always one whole dataset, the old one or the new one, whenever `prepare` is killed. Other files
+in DIR are left alone.
 """
 from __future__ import annotations
 
@@ -24,6 +29,9 @@ import hashlib
 import json
 import mmap
 import os
+import re
+import shutil
+import signal
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +43,10 @@ SHAKESPEARE = DATA_DIR / "tinyshakespeare.txt"
 
 
 def read_text(path: str | Path | None = None) -> str:
-    """The text of a UTF-8 file (the bundled Shakespeare when path is None)."""
+    """The text of a UTF-8 file (the bundled Shakespeare when path is None).
+
+    A byte-order mark at the very start (EF BB BF, which some Windows editors write) is not
+    text and is dropped, as Python's "utf-8-sig" does; `prepare` drops it the same way."""
     path = Path(path) if path is not None else SHAKESPEARE
     if path.is_dir():
         raise IsADirectoryError(
@@ -43,12 +54,20 @@ def read_text(path: str | Path | None = None) -> str:
             f"a large text), tokenize it once with `tinygpt prepare {path} --out DATA_DIR`, then "
             f"train with `--data DATA_DIR`.")
     try:
-        return path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"data file not found: {path}") from None
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return raw[bom:].decode("utf-8")       # not "utf-8-sig": its error offsets skip the BOM
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); "
+        raise ValueError(f"{path} is not UTF-8 text (byte {bom + e.start}: {e.reason}); "
                          f"convert it to UTF-8 first") from None
+
+
+def count(n: int, word: str) -> str:
+    """ "1 token", "2 tokens", "1,000 tokens" """
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
 @dataclass
@@ -66,7 +85,7 @@ class Dataset:
         for name, part in (("training", train), ("validation", val)):
             if len(part) < block_size + 1:
                 raise ValueError(
-                    f"{source} is too short: its {name} part has {len(part)} tokens, but one "
+                    f"{source} is too short: its {name} part has {count(len(part), 'token')}, but one "
                     f"training example needs block_size + 1 = {block_size + 1}. Use a longer "
                     f"text (at least {int((block_size + 1) / min(val_fraction, 1 - val_fraction)) + 1}"
                     f" tokens) or a smaller --block-size.")
@@ -76,7 +95,7 @@ class Dataset:
         """x, y of shape (B, T): y is x shifted one token to the left (the next-token targets)."""
         data = self.train if split == "train" else self.val
         if len(data) < block_size + 1:
-            raise ValueError(f"the {split} split has {len(data)} tokens, but one example needs "
+            raise ValueError(f"the {split} split has {count(len(data), 'token')}, but one example needs "
                              f"block_size + 1 = {block_size + 1}; use a smaller --block-size")
         starts = rng.integers(0, len(data) - block_size, size=batch_size)      # (B,)
         offsets = starts[:, None] + np.arange(block_size)                      # (B, T)
@@ -95,6 +114,7 @@ FORMAT = "tinygpt-prepared"
 FORMAT_VERSION = 1
 DTYPES = {"uint16": "<u2", "uint32": "<u4"}     # always little-endian on disk, as nanoGPT's files are
 GPT2_VOCAB_SIZE = 50257
+BINS = ("train.bin", "val.bin")
 
 NANOGPT_NOTICE = ("{dir} has train.bin and val.bin but no meta.json: reading them as nanoGPT's "
                   "openwebtext/shakespeare layout, GPT-2 BPE token ids as uint16 (vocabulary 50,257). "
@@ -104,12 +124,13 @@ NANOGPT_NOTICE = ("{dir} has train.bin and val.bin but no meta.json: reading the
 def is_prepared_dir(path) -> bool:
     """Is `path` a directory meant to be read by `open_prepared` (rather than a text file)?
 
-    True for a directory holding meta.json, train.bin, val.bin or meta.pkl: `open_prepared` then
-    either opens it or says exactly what is missing or wrong.
+    True for a directory holding meta.json, train.bin, val.bin or meta.pkl, or what an
+    interrupted `tinygpt prepare` left: `open_prepared` then either opens it or says exactly
+    what is missing or wrong.
     """
     path = Path(path)
-    return path.is_dir() and any((path / name).exists()
-                                 for name in ("meta.json", "train.bin", "val.bin", "meta.pkl"))
+    return path.is_dir() and (any((path / name).exists() for name in ("meta.json", *BINS, "meta.pkl"))
+                              or bool(_partials(path) or _old_leftovers(path)))
 
 
 def open_prepared(data_dir, block_size: int | None = None) -> tuple[Dataset, dict]:
@@ -120,15 +141,27 @@ def open_prepared(data_dir, block_size: int | None = None) -> tuple[Dataset, dic
     `meta` is meta.json as a dict; rebuild its tokenizer with
     `tinygpt.tokenizer.tokenizer_from_dict(meta["tokenizer"])`. A directory written by nanoGPT's
     prepare.py (train.bin and val.bin, no meta.json) is read as GPT-2 BPE ids; meta then has
-    "assumed": True and a "notice" to show the user. If block_size is given, both splits are
-    checked to hold at least one example.
+    "assumed": True. If block_size is given, both splits are checked to hold at least one example.
+
+    What a killed `tinygpt prepare` left is tidied first (`_recover`): a new dataset it had
+    finished is moved in, an unfinished one removed. meta["notice"], if there, says what was
+    done or assumed; `describe_prepared` words it all for the user.
     """
     data_dir = Path(data_dir)
     meta_file = data_dir / "meta.json"
     if not data_dir.is_dir():
         raise FileNotFoundError(f"prepared data directory not found: {data_dir}")
+    notes = _recover(data_dir, have_lock=False)
     if meta_file.exists():
         meta = _read_meta(meta_file)
+        writing = [p for p in _partials(data_dir)
+                   if not (p / "meta.json").exists() and _alive(_partial_pid(p))]
+        if writing:      # a prepare that is running now: this run keeps the dataset there now
+            notes.append(f"`tinygpt prepare` (PID {_partial_pid(writing[0])}) is writing a new "
+                         f"dataset into {data_dir}; this reads the one there now, which it will "
+                         f"replace when it is done.")
+    elif _partials(data_dir) or _old_leftovers(data_dir):
+        raise ValueError(_interrupted_message(data_dir))
     elif (data_dir / "meta.pkl").exists():
         raise ValueError(
             f"{data_dir} has a meta.pkl (nanoGPT's character vocabulary, a Python pickle) but no "
@@ -138,12 +171,19 @@ def open_prepared(data_dir, block_size: int | None = None) -> tuple[Dataset, dic
             f"`tinygpt prepare input.txt --tokenizer char --out {data_dir}`.")
     elif (data_dir / "train.bin").exists() or (data_dir / "val.bin").exists():
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "tokenizer": {"type": "gpt2"},
-                "vocab_size": GPT2_VOCAB_SIZE, "dtype": "uint16", "assumed": True,
-                "notice": NANOGPT_NOTICE.format(dir=data_dir)}
+                "vocab_size": GPT2_VOCAB_SIZE, "dtype": "uint16", "assumed": True}
+        notes.append(NANOGPT_NOTICE.format(dir=data_dir))
     else:
-        raise FileNotFoundError(
-            f"{data_dir} is not a prepared data directory (no meta.json, train.bin or val.bin). "
-            f"Make one with `tinygpt prepare TEXT_FILE_OR_DIR --out {data_dir}`.")
+        texts = sorted(data_dir.glob("*.txt"))
+        what = f"{data_dir} is a directory but not a prepared dataset (no meta.json, train.bin or val.bin)"
+        if texts:
+            raise ValueError(f"{what}. To train on its {count(len(texts), '*.txt file')}, tokenize "
+                             f"them once with `tinygpt prepare {data_dir} --out DATA_DIR`, then "
+                             f"train with `--data DATA_DIR`; --data also takes one UTF-8 text file.")
+        raise ValueError(f"{what}. --data takes a UTF-8 text file, or a directory written by "
+                         f"`tinygpt prepare TEXT_FILE_OR_DIR --out DATA_DIR`.")
+    if notes:
+        meta["notice"] = " ".join(notes)
 
     dtype = np.dtype(DTYPES[meta["dtype"]])
     splits = {}
@@ -163,7 +203,7 @@ def open_prepared(data_dir, block_size: int | None = None) -> tuple[Dataset, dic
         splits[split] = np.memmap(path, dtype=dtype, mode="r")                 # (N,) no copy
         _expect_random_reads(splits[split])
         if block_size is not None and len(splits[split]) < block_size + 1:
-            raise ValueError(f"{path} holds {len(splits[split]):,} tokens, but one training example "
+            raise ValueError(f"{path} holds {count(len(splits[split]), 'token')}, but one training example "
                              f"needs block_size + 1 = {block_size + 1}; use a smaller --block-size")
     if meta.get("assumed"):
         # A cheap sanity check of the assumption (the first million ids, not the corpus).
@@ -173,6 +213,24 @@ def open_prepared(data_dir, block_size: int | None = None) -> tuple[Dataset, dic
                              f"(0..{GPT2_VOCAB_SIZE - 1}); without a meta.json tinygpt cannot know its "
                              f"tokenizer. Prepare the source text with `tinygpt prepare`.")
     return Dataset(splits["train"], splits["val"]), meta
+
+
+def describe_prepared(data_dir, meta: dict) -> str:
+    """One line for `tinygpt train` to print: which dataset this is (and any notice)."""
+    if meta.get("assumed"):
+        return meta["notice"]
+    line = f"data: {data_dir}: {meta['tokenizer'].get('type')} tokenizer"
+    if isinstance(meta.get("vocab_size"), int):
+        line += f", vocabulary {meta['vocab_size']:,}"
+    if isinstance(meta.get("train_tokens"), int) and isinstance(meta.get("val_tokens"), int):
+        line += f", {meta['train_tokens']:,} train + {count(meta['val_tokens'], 'val token')}"
+    line += f" ({meta['dtype']})"
+    src = meta.get("source")
+    if isinstance(src, dict) and src.get("path"):
+        docs = f" in {count(src['documents'], 'document')}" if src.get("separator") else ""
+        line += (f", prepared from {src['path']} ({src.get('bytes', 0):,} bytes{docs}, "
+                 f"sha256 {str(src.get('sha256'))[:12]}...)")
+    return f"{line}\n{meta['notice']}" if meta.get("notice") else line
 
 
 def _expect_random_reads(ids: np.memmap) -> None:
@@ -228,29 +286,44 @@ def source_files(source) -> list[Path]:
             raise FileNotFoundError(f"{source} holds no *.txt files; give a text file or a directory "
                                     f"of UTF-8 .txt files")
         return files
-    if not source.is_file():
+    if not source.exists():
         raise FileNotFoundError(f"text file or directory not found: {source}")
+    if not source.is_file():
+        raise ValueError(f"{source} is neither a regular file nor a directory (a device, a pipe or "
+                         f"a socket); `tinygpt prepare` reads its text more than once, so save the "
+                         f"text to a file first and give that file, or a directory of .txt files")
     return [source]
+
+
+def _empty_message(source, files: list[Path]) -> str:
+    what = (f"{source} is empty" if len(files) == 1 and Path(source).is_file()
+            else f"the *.txt files in {source} ({len(files)}) are all empty")
+    return f"{what}: there is no text to prepare. Give a UTF-8 text file with some text in it."
 
 
 def _read_documents(files: list[Path], digests: dict | None = None, chunk_chars: int = CHUNK_CHARS):
     """(document index, text chunk, its size in bytes) over all files, cut where no token changes.
 
-    digests, if given, receives {file: (byte count, sha256 hex)} as each file is finished.
+    digests, if given, receives {file: (byte count, sha256 hex)} as each file is finished. A
+    byte-order mark at the start of a file is dropped, as `read_text` drops it.
     """
     from .bpe import safe_cut
     for doc, path in enumerate(files):
         decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
-        sha, size, pending = hashlib.sha256(), 0, ""
+        sha, size, pending, skipped = hashlib.sha256(), 0, "", 0
         with open(path, "rb") as f:
             while True:
                 raw = f.read(READ_BYTES)
-                sha.update(raw)
+                sha.update(raw)                          # the file's sha256: BOM and all
+                data = raw
+                if size == 0 and raw.startswith(codecs.BOM_UTF8):
+                    data, skipped = raw[len(codecs.BOM_UTF8):], len(codecs.BOM_UTF8)
                 size += len(raw)
+                held = len(decoder.getstate()[0])        # the end of a character cut by the read
                 try:
-                    pending += decoder.decode(raw, final=not raw)
+                    pending += decoder.decode(data, final=not raw)
                 except UnicodeDecodeError as e:
-                    at = size - len(raw) + e.start
+                    at = size - len(data) - held + e.start
                     raise ValueError(f"{path} is not UTF-8 text (near byte {at:,}: {e.reason}); "
                                      f"convert it to UTF-8 first") from None
                 # Cut near chunk_chars; if there is no safe place there (no space, no newline),
@@ -258,11 +331,12 @@ def _read_documents(files: list[Path], digests: dict | None = None, chunk_chars:
                 while len(pending) >= chunk_chars and (
                         cut := safe_cut(pending[:chunk_chars]) or safe_cut(pending)) > 0:
                     chunk, pending = pending[:cut], pending[cut:]
-                    yield doc, chunk, len(chunk.encode("utf-8"))
+                    yield doc, chunk, len(chunk.encode("utf-8")) + skipped
+                    skipped = 0                          # the BOM's bytes count once, for the bar
                 if not raw:
                     break
         if pending:
-            yield doc, pending, len(pending.encode("utf-8"))
+            yield doc, pending, len(pending.encode("utf-8")) + skipped
         if digests is not None:
             digests[path] = (size, sha.hexdigest())
 
@@ -314,37 +388,60 @@ def prepare(source, out, tokenizer: str = "char", val_fraction: float = 0.1, wor
     Documents (the files of a directory, in sorted order) are joined with a separator: GPT-2's
     <|endoftext|> token for gpt2, a newline for char. A literal "<|endoftext|>" inside a text is
     encoded as ordinary text. Returns the meta dict written to out/meta.json.
+
+    The new dataset is written whole into out/.prepare-<pid>.partial/ and then moved in
+    (`_swap_in`); until then `out` keeps the dataset it had, if any. Only out/train.bin,
+    val.bin and meta.json are replaced; other files in `out` are left alone.
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     files = source_files(source)
-    total_bytes = sum(p.stat().st_size for p in files)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tok, separator = _prepare_tokenizer(tokenizer, files, source, total_bytes, progress, chunk_chars)
+    with _writer_lock(out) as have_lock:
+        _recover(out, have_lock)
+        partial = out / f".prepare-{os.getpid()}.partial"
+        shutil.rmtree(partial, ignore_errors=True)       # this PID's own, from a killed run
+        partial.mkdir()
+        _kill_point("start")
+        try:
+            meta = _write_dataset(source, files, partial, tokenizer, val_fraction, workers,
+                                  progress, chunk_chars)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        _kill_point("commit")
+        _swap_in(partial, out)
+    return meta
+
+
+def _write_dataset(source, files, partial: Path, kind: str, val_fraction: float, workers,
+                   progress: bool, chunk_chars: int) -> dict:
+    """train.bin, val.bin, then meta.json into `partial`: meta.json last, because a partial
+    directory holding a meta.json is a finished dataset (`_recover` moves it in)."""
+    total_bytes = sum(p.stat().st_size for p in files)
+    tok, separator = _prepare_tokenizer(kind, files, source, total_bytes, progress, chunk_chars)
+    _kill_point("vocabulary")
     dtype = "uint16" if tok.vocab_size <= 1 << 16 else "uint32"
     if workers is None:                                   # the cores this process may use
         workers = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                    else os.cpu_count() or 1)
-    if tokenizer == "char" or total_bytes <= 4 * chunk_chars:
+    if kind == "char" or total_bytes <= 4 * chunk_chars:
         workers = 1     # char ids are a NumPy lookup; a few chunks are not worth starting a pool
 
-    train_tmp, val_tmp = out / "train.bin.tmp", out / "val.bin.tmp"
-    (out / "meta.json").unlink(missing_ok=True)   # until the new one is written, out is incomplete
+    train_file, val_file = partial / "train.bin", partial / "val.bin"
     digests: dict = {}
-    try:
-        n_tokens, documents = _write_ids(train_tmp, files, digests, tok, separator, dtype,
-                                         workers, total_bytes, progress, chunk_chars)
-        n_train = int(n_tokens * (1 - val_fraction))          # as Dataset.from_ids splits
-        if n_train < 1 or n_tokens - n_train < 1:
-            raise ValueError(f"{source} gives only {n_tokens} tokens: too few to split into training "
-                             f"and validation parts with --val-fraction {val_fraction}")
-        _move_tail(train_tmp, val_tmp, n_train, np.dtype(DTYPES[dtype]))
-        os.replace(train_tmp, out / "train.bin")
-        os.replace(val_tmp, out / "val.bin")
-    finally:
-        for tmp in (train_tmp, val_tmp):
-            tmp.unlink(missing_ok=True)
+    n_tokens, documents = _write_ids(train_file, files, digests, tok, separator, dtype,
+                                     workers, total_bytes, progress, chunk_chars)
+    _kill_point("ids")
+    if n_tokens == 0:
+        raise ValueError(_empty_message(source, files))
+    n_train = int(n_tokens * (1 - val_fraction))          # as Dataset.from_ids splits
+    if n_train < 1 or n_tokens - n_train < 1:
+        raise ValueError(f"{source} gives only {count(n_tokens, 'token')}: too few to split into "
+                         f"training and validation parts with --val-fraction {val_fraction}")
+    _move_tail(train_file, val_file, n_train, np.dtype(DTYPES[dtype]))
+    _kill_point("split")
 
     source = Path(source)
     entries = [{"name": p.name if source.is_dir() else str(p), "bytes": digests[p][0],
@@ -355,7 +452,7 @@ def prepare(source, out, tokenizer: str = "char", val_fraction: float = 0.1, wor
         "train_tokens": n_train, "val_tokens": n_tokens - n_train, "val_fraction": val_fraction,
         "source": {
             "path": str(source), "bytes": total_bytes, "documents": documents,
-            "separator": None if len(files) == 1 else ("<|endoftext|>" if tokenizer == "gpt2" else "\n"),
+            "separator": None if len(files) == 1 else ("<|endoftext|>" if kind == "gpt2" else "\n"),
             # one file: its sha256 (= `sha256sum FILE`); a directory: the sha256 of the lines
             # "<sha256>  <name>\n", one per file in sorted order (= `sha256sum *.txt | sha256sum`)
             "sha256": entries[0]["sha256"] if not source.is_dir() else hashlib.sha256(
@@ -363,10 +460,13 @@ def prepare(source, out, tokenizer: str = "char", val_fraction: float = 0.1, wor
             "files": entries,
         },
     }
-    # meta.json last: a directory with a meta.json is a complete preparation.
-    tmp = out / "meta.json.tmp"
+    for path in (train_file, val_file):      # on disk before the meta.json that vouches for them
+        _fsync(path)
+    tmp = partial / "meta.json.tmp"
     tmp.write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out / "meta.json")
+    _fsync(tmp)
+    os.replace(tmp, partial / "meta.json")   # the commit: from here on the new dataset is whole
+    _fsync(partial)
     return meta
 
 
@@ -391,7 +491,7 @@ def _prepare_tokenizer(kind: str, files, source, total_bytes: int, progress: boo
         bar.update(done, chars=len(chars))
     bar.close()
     if not chars:
-        raise ValueError(f"{source}: the text is empty")
+        raise ValueError(_empty_message(source, files))
     tok = CharTokenizer("".join(sorted(chars)))
     return tok, (tok.encode_array("\n") if len(files) > 1 else None)
 
@@ -401,7 +501,7 @@ def _write_ids(path: Path, files, digests: dict, tok, separator, dtype: str, wor
     """Every document's ids into `path`, separated; returns (tokens written, documents). Each
     file's size and sha256 go into digests as it is read."""
     from .progress import Progress
-    n_tokens, done, last_doc, documents = 0, 0, -1, 0
+    n_tokens, done, last_doc, documents, chunks_written = 0, 0, -1, 0, 0
     bar = Progress(total_bytes, desc="prepare", unit="B", enabled=progress)
     try:
         with open(path, "wb") as f:
@@ -414,6 +514,8 @@ def _write_ids(path: Path, files, digests: dict, tok, separator, dtype: str, wor
                     last_doc, documents = doc, documents + 1
                 ids.astype(DTYPES[dtype], copy=False).tofile(f)
                 n_tokens += len(ids)
+                chunks_written += 1
+                _kill_point(f"chunk{chunks_written}")
                 done += nbytes
                 bar.update(done, tokens=f"{n_tokens:,}")
     finally:
@@ -430,3 +532,171 @@ def _move_tail(train_file: Path, val_file: Path, n_train: int, dtype: np.dtype) 
             np.asarray(ids[start:start + step]).tofile(f)
     del ids                                               # release the map before truncating
     os.truncate(train_file, n_train * dtype.itemsize)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Replacing a dataset in one step, whenever the process is killed
+# ---------------------------------------------------------------------------------------------------
+#
+# nanoGPT's layout fixes the names train.bin, val.bin and meta.json, so the new dataset cannot
+# be one directory renamed over the old (which would also take the user's other files with it).
+# Instead:
+#
+#   1. out/.prepare-<pid>.partial/ receives train.bin, val.bin, then meta.json (written last, by
+#      a rename). A partial directory without meta.json is unfinished; with one, finished.
+#   2. The three files are moved into out, in the order of SWAP_ORDER, meta.json last.
+#
+# A kill in 1 leaves out as it was, plus an unfinished partial directory that the next
+# `prepare` or `open_prepared` removes. A kill in 2 leaves a partial directory that still holds
+# meta.json, and the next `prepare` or `open_prepared` finishes the moves (`_recover`) before it
+# reads anything: each move is an atomic rename and a move already done is skipped, so this
+# also holds when two processes finish the same swap at once. What tinygpt reads is therefore
+# always one whole dataset, the old or the new.
+
+SWAP_ORDER = ("train.bin", "val.bin", "meta.json")
+_PARTIAL = re.compile(r"\.prepare-(\d+)\.partial$")
+OLD_LEFTOVERS = ("train.bin.tmp", "val.bin.tmp", "meta.json.tmp")   # tinygpt before the swap
+
+
+def _swap_in(partial: Path, out: Path) -> None:
+    """Move a finished dataset's files from `partial` into `out` (or what is left of them)."""
+    for name in SWAP_ORDER:
+        try:
+            os.replace(partial / name, out / name)
+        except FileNotFoundError:
+            pass                          # moved already, by a killed process or another one
+        _kill_point(name)
+    _fsync(out)
+    shutil.rmtree(partial, ignore_errors=True)
+
+
+def _recover(out: Path, have_lock: bool) -> list[str]:
+    """Finish or remove what killed `tinygpt prepare` runs left in `out`; returns what was done.
+
+    With the writer's lock held, no other prepare is running, so every partial directory is
+    stale; without it (`open_prepared`), an unfinished one is removed only if its PID is gone.
+    """
+    notes = []
+    for partial in _partials(out):
+        pid = _partial_pid(partial)
+        if (partial / "meta.json").exists():          # finished: move it in, or what is left
+            try:
+                _swap_in(partial, out)
+            except OSError as e:
+                raise ValueError(
+                    f"{out}: a `tinygpt prepare` (PID {pid}) was interrupted while it moved its "
+                    f"finished dataset in from {partial.name}, and the move cannot be completed "
+                    f"({e.strerror or e}). Run `tinygpt prepare` again with write access to {out}."
+                ) from None
+            if not _alive(pid):
+                notes.append(f"finished moving in the dataset that an interrupted `tinygpt "
+                             f"prepare` (PID {pid}) had written.")
+        elif pid != os.getpid() and (have_lock or not _alive(pid)):
+            try:
+                with os.scandir(partial) as entries:
+                    empty = not any(entries)          # killed after its last move: all is done
+            except OSError:
+                empty = True
+            shutil.rmtree(partial, ignore_errors=True)
+            if not empty and not partial.exists():
+                notes.append(f"removed {partial}, the unfinished output of an interrupted "
+                             f"`tinygpt prepare` (PID {pid}).")
+    if have_lock:
+        for name in OLD_LEFTOVERS:
+            (out / name).unlink(missing_ok=True)
+    return notes
+
+
+def _partials(out: Path) -> list[Path]:
+    try:
+        return sorted(Path(e.path) for e in os.scandir(out)
+                      if _PARTIAL.match(e.name) and e.is_dir(follow_symlinks=False))
+    except OSError:
+        return []
+
+
+def _partial_pid(partial: Path) -> int:
+    return int(_PARTIAL.match(partial.name).group(1))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)                   # signal 0: checks that the process exists, sends nothing
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):    # exists (another user's), or cannot tell: keep its files
+        return True
+    return True
+
+
+def _old_leftovers(out: Path) -> list[str]:
+    return [name for name in OLD_LEFTOVERS if (out / name).exists()]
+
+
+def _interrupted_message(out: Path) -> str:
+    running = [_partial_pid(p) for p in _partials(out) if _alive(_partial_pid(p))]
+    if running:
+        return (f"{out} has no dataset yet: `tinygpt prepare` (PID {running[0]}) is writing one "
+                f"now. Wait for it to finish, then try again.")
+    left = [p.name for p in _partials(out)] + _old_leftovers(out)
+    return (f"{out} has no meta.json, only what an interrupted `tinygpt prepare` left "
+            f"({', '.join(left)}): the last preparation did not finish, and these files are not "
+            f"a dataset (nor nanoGPT's train.bin/val.bin). Run `tinygpt prepare TEXT_FILE_OR_DIR "
+            f"--out {out}` again.")
+
+
+class _writer_lock:
+    """One `tinygpt prepare` per directory at a time: an flock on the directory itself (no lock
+    file is added to it), which the kernel drops when the process dies, however it dies.
+    `with _writer_lock(out) as have_lock:` - False where flock is not available (no fcntl, or a
+    file system without locks); `_recover` then goes by PIDs alone."""
+
+    def __init__(self, out: Path):
+        self.out, self.fd = out, None
+
+    def __enter__(self) -> bool:
+        try:
+            import fcntl
+        except ImportError:
+            return False
+        fd = os.open(self.out, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            pids = [str(_partial_pid(p)) for p in _partials(self.out)] or ["?"]
+            raise ValueError(f"another `tinygpt prepare` (PID {pids[0]}) is writing {self.out}; "
+                             f"wait for it to finish, or give another --out") from None
+        except OSError:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)             # closing drops the lock
+            self.fd = None
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a directory's entries') writes to the disk: best effort."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _kill_point(step: str) -> None:
+    """Test hook: TINYGPT_TEST_KILL_AT="prepare:<step>" kills this process with SIGKILL at that
+    step of `prepare` ("start", "vocabulary", "chunk<n>" after the n-th chunk of ids, "ids",
+    "split", "commit", then the name of each file moved in), so tests/test_prepare_kill.py can
+    check that a kill anywhere leaves one whole dataset. Does nothing otherwise."""
+    if os.environ.get("TINYGPT_TEST_KILL_AT") == f"prepare:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)

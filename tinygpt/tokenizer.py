@@ -50,7 +50,9 @@ class CharTokenizer:
     def from_text(cls, text: str) -> CharTokenizer:
         """Vocabulary = every distinct character of `text`, sorted by code point."""
         if not text:
-            raise ValueError("CharTokenizer.from_text: the text is empty; give it the training text")
+            raise ValueError("the text is empty, so it has no characters to make a vocabulary of: "
+                             "give a training text with some text in it "
+                             "(CharTokenizer.from_text)")
         return cls("".join(sorted(set(text))))
 
     # ----- encode / decode ----------------------------------------------------------------------------
@@ -65,9 +67,13 @@ class CharTokenizer:
         unknown = (ids < 0) | (cp >= len(table))
         if unknown.any():
             pos = int(np.argmax(unknown))
-            raise ValueError(f"CharTokenizer: character {text[pos]!r} at position {pos} is not in the "
-                             f"vocabulary of {self.vocab_size} characters; build the tokenizer from "
-                             f"a training text that contains it (CharTokenizer.from_text)")
+            ch = text[pos]
+            raise ValueError(
+                f"character {ch!r} (U+{ord(ch):04X}) at position {pos:,} of the text is not in this "
+                f"character-level model's vocabulary: the {self.vocab_size:,} characters of the "
+                f"text it was trained on. Leave that character out; or train on (or `tinygpt "
+                f"prepare`) a text that contains it, or use --tokenizer gpt2, which encodes any "
+                f"text (in Python: CharTokenizer.from_text on such a text)")
         return ids
 
     def encode(self, text: str) -> list[int]:

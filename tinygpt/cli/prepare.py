@@ -15,8 +15,9 @@ from .options import POSITIVE, Number
               help="Characters (the vocabulary is the corpus's own characters), or GPT-2's "
                    "byte-level BPE.")
 @click.option("--out", type=click.Path(file_okay=False), required=True,
-              help="The data directory to write (created if needed; its train.bin, val.bin and "
-                   "meta.json are replaced).")
+              help="The data directory to write (created if needed). A dataset already in it "
+                   "(train.bin, val.bin, meta.json) is replaced only once the new one is complete; "
+                   "its other files are left alone.")
 @click.option("--val-fraction", type=Number(0, 1, min_open=True, max_open=True), default=0.1,
               show_default=True,
               help="The fraction of the tokens, taken from the end, that forms the validation split.")
@@ -36,14 +37,20 @@ def prepare_cmd(source, tokenizer, out, val_fraction, workers, quiet):
     A directory means all its *.txt files, in sorted order, as separate documents, joined by
     GPT-2's <|endoftext|> token (gpt2) or by a newline (char).
 
+    The new files are written into DATA_DIR/.prepare-<pid>.partial/ and moved in at the end, so
+    an interrupted prepare leaves DATA_DIR with the dataset it had; the next prepare or train
+    there tidies up after it.
+
     \b
     Examples:
       tinygpt prepare input.txt --out data/shakespeare_char
       tinygpt prepare corpus/ --tokenizer gpt2 --out data/corpus
       tinygpt train --data data/corpus
     """
+    import os
     import time
     from ..dataset import prepare
+    replacing = os.path.exists(os.path.join(out, "meta.json"))
     start = time.perf_counter()
     try:
         meta = prepare(source, out, tokenizer=tokenizer, val_fraction=val_fraction,
@@ -61,5 +68,6 @@ def prepare_cmd(source, tokenizer, out, val_fraction, workers, quiet):
                f"{n_tokens / max(seconds, 1e-9):,.0f} tokens/s")
     if sep:
         click.echo(f"documents are separated by {sep}")
-    click.echo(f"wrote {out}/train.bin, val.bin, meta.json; train on it with: "
+    click.echo(f"wrote {out}/train.bin, val.bin, meta.json"
+               f"{' (replacing the dataset it held)' if replacing else ''}; train on it with: "
                f"tinygpt train --data {out}")
