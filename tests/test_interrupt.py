@@ -134,11 +134,18 @@ def test_two_presses_at_a_random_moment_lose_nothing(tmp_path, long_reference, n
     check_resumes_to(out, proc, long_reference)
 
 
-@pytest.mark.parametrize("where, nth", [("step", 6), ("save", 2), ("eval", 6)])
+@pytest.mark.parametrize("where, nth", [("step", 6), ("save", 2), ("save", 4), ("eval", 6)])
 def test_a_third_press_stops_at_once_and_the_last_checkpoint_survives(tmp_path, reference_run,
                                                                        where, nth):
     out = tmp_path / "run"
     proc = press_during(out, where, nth, presses=3, gap=0.0)
+    if "no checkpoint was complete yet: start the run again" in proc.stdout:
+        # stopped inside the first save: nothing to resume, and the same command starts over
+        assert proc.returncode == 130 and "Traceback" not in proc.stderr
+        from helpers import run_tiny
+        run_tiny(out)
+        assert_same_weights(final_weights(out), final_weights(reference_run))
+        return
     check_resumes_to(out, proc, reference_run)
 
 

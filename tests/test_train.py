@@ -454,3 +454,47 @@ def test_finetune_from_nothing_is_a_clear_error(tmp_path, text_file):
     r = CliRunner().invoke(train_cmd, ["--init-from", str(tmp_path / "missing"),
                                        "--out", str(tmp_path / "run")])
     assert r.exit_code == 1 and "--init-from" in r.output and "Traceback" not in r.output
+
+
+def test_a_full_disk_keeps_the_last_checkpoint_and_says_how_to_go_on(tmp_path, monkeypatch):
+    """The second save meets ENOSPC: the error names the space a checkpoint needs and the resume
+    command, the first checkpoint stays complete, no .partial is left, and the run resumes."""
+    import errno
+    from tinygpt import checkpoint as ckpt
+    from helpers import run_tiny
+    real, calls = ckpt.save_safetensors, []
+
+    def full_disk(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 3:                  # the model file of the second save
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr(ckpt, "save_safetensors", full_disk)
+    out = tmp_path / "run"
+    with pytest.raises(ckpt.CheckpointError) as e:
+        run_tiny(out)
+    message = str(e.value)
+    assert "No space left on device" in message and "A checkpoint needs about" in message
+    assert "iteration 0" in message and f"tinygpt train --resume --out {out}" in message
+    assert [c.iteration for c in ckpt.list_checkpoints(out)] == [0]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    monkeypatch.setattr(ckpt, "save_safetensors", real)
+    run_tiny(out, resume=True)
+    assert ckpt.list_checkpoints(out)[-1].iteration == 12
+
+
+def test_resume_messages_name_the_runs_values(tmp_path):
+    """A refused change names the value the run has (the preset's, not "None"), and the change
+    line reads as a sentence: no comma before the note on the learning-rate decay."""
+    from helpers import run_tiny
+    out = run_tiny(tmp_path / "run", max_iters=4)
+    with pytest.raises(ValueError) as e:
+        train(TrainOptions(out=str(out), bias=False), resume=True, progress=False,
+              log=lambda *a: None, given={"bias"})
+    assert "None" not in str(e.value) and "--bias False (the run has True)" in str(e.value)
+    lines = []
+    train(TrainOptions(out=str(out), max_iters=8), resume=True, progress=False,
+          log=lines.append, given={"max_iters"})
+    changed = [line for line in lines if line.startswith("changed on resume")]
+    assert changed == ["changed on resume: --max-iters 4 -> 8 (the learning-rate decay still "
+                       "ends at iteration 4; --lr-decay-iters changes that)"]

@@ -38,7 +38,7 @@ from tensor import optim
 
 from . import checkpoint as ckpt
 from . import distributed as dist
-from .dataset import Dataset, open_prepared, read_text
+from .dataset import Dataset, describe_prepared, open_prepared, read_text
 from .distributed import micro_batches
 from .evaluate import estimate_loss
 from .loading import load_model
@@ -459,7 +459,8 @@ def init_from(opts: TrainOptions, given: set, log):
 # Resume: the saved plan, and what the command line may change in it
 # ----------------------------------------------------------------------------------------------
 def resume_options(saved: dict, opts: TrainOptions, given: set,
-                   data_sha256: str | None = None) -> tuple[TrainOptions, list]:
+                   data_sha256: str | None = None, model: dict | None = None
+                   ) -> tuple[TrainOptions, list]:
     """The saved options with the changeable ones given on the command line applied.
     Returns (options, ["--lr 0.001 -> 0.0005", ...]); a fixed option given with another value
     is an error naming it. --data may name a new path when the run recorded its data's SHA-256
@@ -476,6 +477,9 @@ def resume_options(saved: dict, opts: TrainOptions, given: set,
             continue
         flag = "--" + name.replace("_", "-")
         if name in RESUME_FIXED and not (name == "data" and data_sha256 is not None):
+            if old is None:     # the preset's value (the model has it) or the bundled data
+                old = (model or {}).get(name, "the bundled Shakespeare" if name == "data"
+                                        else "the preset's value")
             refused.append(f"{flag} {new} (the run has {old})")
         else:
             changes.append(f"{flag} {old} -> {new}")
@@ -529,7 +533,7 @@ def start_run(opts: TrainOptions, resume: bool, overwrite: bool, given: set, log
         if "lr" in given and "min_lr" not in given:
             opts.min_lr = opts.lr / 10         # the decay's floor follows a chosen peak rate
     opts.check()
-    if opts.warmup_iters > opts.max_iters:
+    if opts.warmup_iters > opts.max_iters and "warmup_iters" in given:
         log(f"note: --warmup-iters {opts.warmup_iters} is longer than the run (--max-iters "
             f"{opts.max_iters}): the learning rate rises for the whole run and never reaches "
             f"--lr {opts.lr:g}")
@@ -588,7 +592,8 @@ def _saved_plan(opts, out: Path, given: set, log, world):
     if int(saved.get("world_size", 1)) != world.size:
         raise ValueError(f"the run in {out} was trained with {saved.get('world_size', 1)} "
                          f"rank(s); resume it with the same number (now {world.size})")
-    opts, changes = resume_options(saved.get("train", {}), opts, given, saved.get("data_sha256"))
+    opts, changes = resume_options(saved.get("train", {}), opts, given, saved.get("data_sha256"),
+                                   saved.get("model"))
     decay = saved.get("train", {}).get("lr_decay_iters")
     if any(c.startswith("--max-iters") for c in changes) and "lr_decay_iters" not in given \
             and decay is not None:
@@ -622,8 +627,7 @@ def _data_and_model(opts: TrainOptions, saved, given: set, log):
     prepared = opts.data is not None and os.path.isdir(opts.data)
     if prepared:
         data, meta = open_prepared(opts.data)
-        if meta.get("notice"):
-            log(meta["notice"])
+        log(describe_prepared(opts.data, meta))
         text, checksum = None, prepared_checksum(opts.data)
     else:
         text, checksum = load_text(opts.data), data_checksum(opts.data)
@@ -655,7 +659,11 @@ def _data_and_model(opts: TrainOptions, saved, given: set, log):
         model_cfg = opts.model_config(tokenizer.vocab_size)
     source = f"--data {opts.data}" if opts.data else "the bundled Shakespeare"
     if not prepared:
-        return (Dataset.from_ids(encode(tokenizer, text), model_cfg.block_size, source=source),
+        try:
+            ids = encode(tokenizer, text)
+        except ValueError as e:          # a character the run's vocabulary does not have
+            raise ValueError(f"{source}: {e}") from None
+        return (Dataset.from_ids(ids, model_cfg.block_size, source=source),
                 tokenizer, model_cfg, pretrained, checksum)
     if meta["tokenizer"] != tokenizer.to_dict():
         raise ValueError(f"--data {opts.data} was prepared with another tokenizer than the "
@@ -688,8 +696,9 @@ def _restore(run: Run, start, changes: list, log) -> None:
     # a Ctrl-C during an evaluation saves the run without it: the resumed run evaluates again
     run.start_evaluated = dist.any_rank(evaluated, world)
     log(f"resuming {start.describe()} toward iteration {run.opts.max_iters}")
-    if changes:
-        log("changed on resume: " + ", ".join(changes))
+    if changes:                           # a "(...)" entry is a note on the change before it
+        log("changed on resume: " + ", ".join(c for c in changes if not c.startswith("("))
+            + "".join(" " + c for c in changes if c.startswith("(")))
 
 
 def _create_run_dir(out: Path, overwrite: bool, lock: ckpt.RunLock) -> None:
@@ -856,23 +865,25 @@ def _save_or_explain(run: Run, it: int, val_loss) -> None:
 
 
 def _save_failed(run: Run, it: int, e: Exception) -> ckpt.CheckpointError:
-    """A save that failed (a full disk, most often): what is kept, the space a checkpoint
-    needs, and the command that continues the run once there is room."""
-    import shutil
-    why = f"{e.strerror} ({e.filename})" if isinstance(e, OSError) and e.strerror else str(e)
-    need = 3 * sum(p.data.nbytes for p in run.model.parameters())  # weights + AdamW's moments
-    try:
-        free = f", {shutil.disk_usage(run.out).free / 2**20:,.0f} MB are free"
-    except OSError:
-        free = ""
-    room = f"a checkpoint needs about {need / 2**20:,.0f} MB{free}"
+    """A save that failed (a full disk, most often): checkpoint.save_checkpoint says why and
+    what space a checkpoint needs; this adds what is kept and how the run goes on."""
+    if isinstance(e, ckpt.CheckpointError):
+        why = str(e)
+    else:                                  # metrics.csv could not be written
+        import shutil
+        need = ckpt.checkpoint_bytes(run.model, run.optimizer)
+        try:
+            free = f"; {shutil.disk_usage(run.out).free / 2**20:,.1f} MiB are free"
+        except OSError:
+            free = ""
+        why = (f"cannot write {e.filename or run.out}: {e.strerror or e}. A checkpoint needs "
+               f"about {need / 2**20:,.1f} MiB{free}")
     if run.last_saved is None:
-        then = f"No checkpoint was complete yet: make room ({room}) and start the run again"
+        then = "No checkpoint was complete yet: make room and start the run again"
     else:
-        then = (f"The last complete checkpoint (iteration {run.last_saved}) is kept: make room "
-                f"({room}), then continue with `tinygpt train --resume --out {run.out}`")
-    return ckpt.CheckpointError(f"could not save the checkpoint of iteration {it} in "
-                                f"{run.out}: {why}. {then}")
+        then = (f"The last complete checkpoint (iteration {run.last_saved}) is kept: make room, "
+                f"then continue with `tinygpt train --resume --out {run.out}`")
+    return ckpt.CheckpointError(f"{why}. {then}")
 
 
 def save(run: Run, it: int, val_loss) -> None:
