@@ -755,7 +755,9 @@ def run_loop(run: Run, log=print, progress: bool = True, stop: "_Stop | None" = 
         if interrupted:             # (still inside `with stop`: a late press changes nothing)
             log(f"interrupted: checkpoint saved at iteration {it} in {run.out}; continue the "
                 f"same run with `tinygpt train --resume --out {run.out}`")
-        log(f"best val loss {run.best_val:.4f} · {it} iterations · wall time {wall:.1f} s")
+        best = (f"best val loss {run.best_val:.4f}" if math.isfinite(run.best_val) else
+                "no evaluation finished")
+        log(f"{best} · {it} iterations · wall time {wall:.1f} s")
     return TrainResult(it, run.best_val, wall, interrupted, history)
 
 
