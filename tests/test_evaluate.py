@@ -33,3 +33,26 @@ def test_strided_perplexity(small_vocab, n, stride):
 def test_strided_perplexity_refuses_a_bad_stride(hf_source):
     with pytest.raises(ValueError, match="stride"):
         strided_perplexity(hf_source, [1, 2, 3], stride=TINY_GPT2["block_size"] + 1)
+
+
+def test_estimate_loss_reports_its_progress_and_matches_a_plain_mean():
+    """An evaluation says how far it is (a 22-minute evaluation showed nothing), and its
+    losses are the plain mean of the model's loss on the same batches (the oracle: the batches
+    drawn again from the documented seeds)."""
+    from tinygpt.dataset import Dataset
+    from tinygpt.evaluate import estimate_loss
+    from tinygpt.model import GPT, GPTConfig
+    import tensor
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8), seed=0)
+    data = Dataset.from_ids(np.random.default_rng(0).integers(0, 11, 400), block_size=8)
+    seen = []
+    losses = estimate_loss(model, data, 3, 8, 4, [5, 7], progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(k, 8) for k in range(9)]
+    assert model.training                          # put back as it was
+    for split in ("train", "val"):
+        rng = np.random.default_rng([5, 7, split == "val"])
+        with tensor.no_grad():
+            model.eval()
+            want = np.mean([model(*data.batch(split, 3, 8, rng))[1].item() for _ in range(4)])
+            model.train()
+        assert losses[split] == pytest.approx(want, rel=1e-6)

@@ -31,3 +31,16 @@ def test_progress_prints_plain_lines_when_not_a_terminal(capsys):
     bar.close()
     lines = stream.getvalue().splitlines()
     assert len(lines) == 3 and "\r" not in stream.getvalue() and lines[-1].startswith("x [")
+
+
+def test_progress_show_redraws_without_moving(capsys):
+    """show() puts a status on the bar (an evaluation's batches) without changing the count or
+    the rate; it is throttled like update()."""
+    import io
+    from tinygpt.progress import Progress
+    stream = io.StringIO()
+    bar = Progress(100, desc="train", stream=stream, every=0.0)
+    bar.update(10)
+    bar.show(evaluating="3/40 batches")
+    assert bar.done == 10
+    assert "10/100  evaluating 3/40 batches" in stream.getvalue().splitlines()[-1]

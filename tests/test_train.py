@@ -498,3 +498,39 @@ def test_resume_messages_name_the_runs_values(tmp_path):
     changed = [line for line in lines if line.startswith("changed on resume")]
     assert changed == ["changed on resume: --max-iters 4 -> 8 (the learning-rate decay still "
                        "ends at iteration 4; --lr-decay-iters changes that)"]
+
+
+def test_weight_decay_that_destroys_the_weights_is_refused_up_front(tmp_path):
+    """lr x weight decay >= 1 multiplies every weight by 1 - lr*wd <= 0 each step (it ended in a
+    NaN whose advice was a lower --lr): refused before anything is written, naming the option."""
+    for wd in (1e308, 1000.0):
+        with pytest.raises(ValueError, match=r"--weight-decay .* with --lr 0\.001"):
+            train(TrainOptions(out=str(tmp_path / "run"), weight_decay=wd), progress=False,
+                  log=lambda *a: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_warmup_longer_than_the_run_is_noted(tmp_path):
+    from helpers import TINY
+    lines = []
+    train(TrainOptions(**{**TINY, "out": str(tmp_path / "run"),
+                          "warmup_iters": 50}), progress=False, log=lines.append)
+    assert any("--warmup-iters 50 is longer than the run (--max-iters 12)" in line
+               for line in lines)
+
+
+def test_memory_refusal_names_what_is_too_big(monkeypatch):
+    """A huge --n-layer grows the parameters and the activations both: the refusal gives each
+    share (from the parameter count, an independent formula) and names the model options too,
+    not only --batch-size and --block-size."""
+    from tinygpt import train as t
+    from tinygpt.model import GPTConfig
+    from tinygpt.params import count_parameters
+    monkeypatch.setattr(t, "available_memory", lambda: 2**30)
+    big = GPTConfig(vocab_size=65, block_size=64, n_layer=10_000, n_head=4, n_embd=128)
+    with pytest.raises(ValueError) as e:
+        t.check_memory(big, 12)
+    message = str(e.value)
+    assert f"{count_parameters(big) / 1e6:,.1f}M parameters" in message
+    assert f"{16 * count_parameters(big) / 2**30:,.1f} GiB" in message
+    assert "--n-layer, --n-embd" in message and "--batch-size, --block-size" in message

@@ -38,7 +38,7 @@ from tensor import optim
 
 from . import checkpoint as ckpt
 from . import distributed as dist
-from .dataset import Dataset, describe_prepared, open_prepared, read_text
+from .dataset import Dataset, count, describe_prepared, open_prepared, read_text
 from .distributed import micro_batches
 from .evaluate import estimate_loss
 from .loading import load_model
@@ -388,16 +388,14 @@ def check_memory(cfg: GPTConfig, batch_size: int) -> None:
     parts, have = memory_parts(cfg, batch_size), available_memory()
     need = sum(parts.values())
     if have is not None and need > have:
-        if parts["parameters"] > parts["activations"]:     # name what is too big
-            fix = (f"the model's {parts['parameters'] / 16 / 1e6:,.0f}M parameters take most "
-                   f"of it (with their gradients and AdamW's moments); use a smaller model "
-                   f"(--n-layer, --n-embd)")
-        else:
-            fix = "the activations take most of it; use a smaller --batch-size or --block-size"
+        gib = lambda n: f"{n / 2**30:,.1f} GiB"                  # noqa: E731
         raise ValueError(
-            f"this run needs about {need / 2**30:,.1f} GiB of memory (batch {batch_size}, block "
-            f"{cfg.block_size}, {cfg.n_layer} layers of {cfg.n_embd}) but {have / 2**30:,.1f} GiB "
-            f"is available: {fix}")
+            f"this run needs about {gib(need)} of memory but {gib(have)} is available: the "
+            f"model's {parts['parameters'] / 16 / 1e6:,.1f}M parameters with their gradients and "
+            f"AdamW's moments take {gib(parts['parameters'])} ({cfg.n_layer:,} layers of "
+            f"{cfg.n_embd:,}), the activations of a batch of {batch_size:,} x {cfg.block_size:,} "
+            f"tokens {gib(parts['activations'])}. Use a smaller model (--n-layer, --n-embd) or "
+            f"a smaller batch (--batch-size, --block-size)")
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
@@ -671,7 +669,7 @@ def _data_and_model(opts: TrainOptions, saved, given: set, log):
                          f"the model's tokenizer")
     for split, ids in (("train", data.train), ("val", data.val)):
         if len(ids) < model_cfg.block_size + 1:
-            raise ValueError(f"{source}: its {split} split holds {len(ids):,} tokens, but one "
+            raise ValueError(f"{source}: its {split} split holds {count(len(ids), 'token')}, but one "
                              f"example needs block_size + 1 = {model_cfg.block_size + 1}; "
                              f"use a smaller --block-size")
     return data, tokenizer, model_cfg, pretrained, checksum
