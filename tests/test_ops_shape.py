@@ -11,8 +11,8 @@ from hypothesis.extra import numpy as hnp
 
 import tensor
 from tensor import functional as F
-from ops_helpers import (AXIS_SHAPES, N_EXAMPLES, N_TORCH_EXAMPLES, SEEDS, SHAPES, assert_forward,
-                         assert_same, check, covers, leaf, normal, torch_or_skip)
+from ops_helpers import (AXIS_SHAPES, N_EXAMPLES, SEEDS, SHAPES, assert_forward, assert_same,
+                         check, covers, leaf, normal, torch_or_skip)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -495,9 +495,9 @@ TORCH_RULE_INDEXES = {
     "int, ellipsis, list": (0, Ellipsis, [0, 1]),
     "None, int, slice, list": (None, 0, slice(None), [0, 1]),
     "int, slice, two lists": (1, slice(None), [0, 1], [1, 2]),
-    "list, slice, negative int": ([1, 0, 1], slice(None), -1),
+    "list first (both rules agree)": ([1, 0, 1], slice(None), -1),
     "0-d array, slice, list": (np.array(1), slice(None), [3, 3]),
-    "int, bool mask, slice, list": (1, np.array([True, False, True]), slice(None), [4, 0]),
+    "int, mask, slice, list (agree)": (1, np.array([True, False, True]), slice(None), [4, 0]),
 }
 
 
