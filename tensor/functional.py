@@ -479,7 +479,7 @@ def _where_branches(x, y):
     is int64, where(c, int32_t, 2) int32, where(c, int32_t, 2.5) float32. Arrays are constants,
     as everywhere here: in the float dtype of the other branch, if it is a float tensor."""
     x = x if _is_number(x) else as_tensor(x, like=y if isinstance(y, Tensor) else None)
-    y = y if _is_number(y) else as_tensor(y, like=x)
+    y = y if _is_number(y) else as_tensor(y, like=x if isinstance(x, Tensor) else None)
     tensors = [v.dtype for v in (x, y) if isinstance(v, Tensor)]
     top = builtins.max((_KIND[d.kind] for d in tensors), default=-1)
     dtype = np.result_type(*(d for d in tensors if _KIND[d.kind] == top)) if tensors else None

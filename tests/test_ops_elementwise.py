@@ -456,6 +456,7 @@ def test_where_with_number_branches_follows_torch_dtypes():
         "bool tensor and int": ((np.array([True, False, False]), 7), None),
         "int64 tensor and bool": ((np.array([4, 5, 6]), False), None),
         "float64 tensor and int": ((np.array([1.0, 2.0, 3.0]), 1), None),
+        "int and float64 tensor": ((1, np.array([1.0, 2.0, 3.0])), None),
         "float32 tensor and float": ((np.array([1.0, 2.0, 3.0], np.float32), 0.5), None),
         "int32 and float32 tensors": ((np.array([1, 2, 3], np.int32),
                                        np.array([0.5, 1.5, 2.5], np.float32)), None),
