@@ -639,6 +639,9 @@ def prod(x, axis=None, keepdims=False) -> Tensor:
         rest = tuple(a for a in range(x.ndim) if a not in axes)
         order = rest + axes                                  # the reduced axes last
         n = math.prod(x.shape[a] for a in axes)
+        if n == 0:                                           # an empty product: nothing to send
+            x.grad += np.zeros_like(x.data)
+            return
         slices = x.data.transpose(order).reshape(tuple(x.shape[a] for a in rest) + (n,))  # (..., n)
         ones = np.ones(slices.shape[:-1] + (1,), x.dtype)
         before = np.cumprod(np.concatenate([ones, slices[..., :-1]], axis=-1), axis=-1)
@@ -1159,10 +1162,10 @@ def elu(x, alpha: float = 1.0) -> Tensor:
     x = as_tensor(x)
     a = x.dtype.type(alpha) if x.dtype in FLOAT_DTYPES else alpha
     positive = x.data > 0
-    e = np.exp(np.minimum(x.data, 0))          # eˣ on the negative side (no overflow on the other)
-    def backward(g):
-        x.grad += np.where(positive, g, g * a * e)
-    return _node(np.where(positive, x.data, a * (e - 1)), "elu", (x,), backward)
+    em1 = np.expm1(np.minimum(x.data, 0))      # eˣ - 1 on the negative side, exact near 0 (and
+    def backward(g):                           # no overflow on the positive side)
+        x.grad += np.where(positive, g, g * a * (em1 + 1))
+    return _node(np.where(positive, x.data, a * em1), "elu", (x,), backward)
 
 
 _GELU_C = math.sqrt(2.0 / math.pi)
