@@ -28,15 +28,16 @@ from .tensor import (Tensor, tensor, zeros, ones, randn, arange, manual_seed,
                      default_generator, full, eye, full_like, zeros_like, ones_like)
 from .mode import no_grad, enable_grad, is_grad_enabled, fused, is_fused
 from . import functional
-from .functional import (add, sub, mul, div, truediv, neg, pow, maximum, minimum,
-                         exp, log, sqrt, rsqrt, tanh, abs, clip, clamp, cast,
+from .functional import (add, sub, mul, div, truediv, floor_divide, neg, pow, maximum, minimum,
+                         exp, log, sqrt, rsqrt, tanh, sin, cos, abs, clip, clamp, cast,
                          lt, le, gt, ge, eq, ne, logical_and, logical_or, logical_not,
                          where, masked_fill,
-                         sum, mean, max, min, argmax, argmin, var, std, logsumexp,
-                         reshape, permute, transpose, expand, broadcast_to, repeat, getitem,
+                         sum, mean, max, min, argmax, argmin, var, std, logsumexp, prod, cumsum,
+                         reshape, permute, transpose, flip, squeeze, unsqueeze, flatten,
+                         expand, broadcast_to, repeat, getitem,
                          gather, embedding, concatenate, cat, stack, split, pad, tril, triu,
                          matmul, linear,
-                         relu, gelu, sigmoid, silu,
+                         relu, gelu, sigmoid, silu, leaky_relu, elu,
                          layer_norm,
                          softmax, log_softmax, cross_entropy, nll_loss,
                          dropout,
@@ -48,15 +49,18 @@ from .graph import to_dot, draw_graph
 
 # The differentiable ops, by name, in the families of tensor/functional.py: the gradient tests
 # check that each one of these has a test.
-OPS = ("add", "sub", "mul", "div", "neg", "pow", "maximum", "minimum",          # arithmetic
-       "exp", "log", "sqrt", "rsqrt", "tanh", "abs", "clip", "cast",            # functions
+OPS = ("add", "sub", "mul", "div", "floor_divide", "neg", "pow", "maximum",  # arithmetic
+       "minimum",
+       "exp", "log", "sqrt", "rsqrt", "tanh", "sin", "cos", "abs", "clip",      # functions
+       "cast",
        "where", "masked_fill",                                                  # masks
-       "sum", "mean", "max", "min", "var", "std", "logsumexp",                  # reductions
-       "reshape", "permute", "transpose", "expand", "repeat", "getitem",        # shape and
-       "gather", "embedding", "concatenate", "stack", "split", "pad", "tril",   # indexing
-       "triu",
+       "sum", "mean", "max", "min", "var", "std", "logsumexp", "prod",          # reductions
+       "cumsum",
+       "reshape", "permute", "transpose", "flip", "squeeze", "unsqueeze",       # shape and
+       "flatten", "expand", "repeat", "getitem", "gather", "embedding",         # indexing
+       "concatenate", "stack", "split", "pad", "tril", "triu",
        "matmul", "linear",                                                      # linear algebra
-       "relu", "gelu", "sigmoid", "silu",                                       # activations
+       "relu", "gelu", "sigmoid", "silu", "leaky_relu", "elu",                  # activations
        "layer_norm",                                                            # normalization
        "softmax", "log_softmax", "cross_entropy", "nll_loss",                   # softmax, losses
        "dropout",

@@ -130,6 +130,15 @@ def _axes(axis, ndim: int, op: str = "reduction") -> tuple:
     return checked
 
 
+def _axes_of(op: str, axis, x: Tensor, ndim=None, one=False):
+    """_axes (or _axis, for `one` axis) of x for an op whose error names x's shape as well."""
+    ndim = x.ndim if ndim is None else ndim
+    try:
+        return _axis(op, axis, ndim) if one else _axes(axis, ndim, op)
+    except ValueError as e:
+        raise ValueError(f"{e}; the tensor has shape {x.shape}") from None
+
+
 # ---------------------------------------------------------------------------------------------
 # Elementwise arithmetic (broadcasting)
 # ---------------------------------------------------------------------------------------------
@@ -170,7 +179,11 @@ def mul(x, y) -> Tensor:
 
 
 # out = x / y;  dx = g / y,  dy = -g * x / y² = -g * out / y
-def div(x, y) -> Tensor:
+def div(x, y, rounding_mode: str | None = None) -> Tensor:
+    """x / y. rounding_mode="floor" rounds the quotient down (floor_divide, Python's //) and
+    "trunc" towards zero, as torch.div; both have gradient 0 (see _rounded_div)."""
+    if rounding_mode is not None:
+        return _rounded_div("div", x, y, rounding_mode)
     x, y = _binary("div", x, y)
     out = x.data / y.data
     def backward(g):
@@ -182,6 +195,31 @@ def div(x, y) -> Tensor:
 
 
 truediv = div
+
+
+# out = ⌊x / y⌋ (x // y, Python's rule: x - y·out has y's sign);  dx = 0, dy = 0
+def floor_divide(x, y) -> Tensor:
+    return _rounded_div("floor_divide", x, y, "floor")
+
+
+# out = ⌊x / y⌋ ("floor") or trunc(x / y) ("trunc", towards zero);  dx = 0, dy = 0: the result
+#   is a step function of x and y, flat between its jumps (PyTorch's gradient too)
+def _rounded_div(op: str, x, y, rounding_mode) -> Tensor:
+    if rounding_mode not in ("floor", "trunc"):
+        raise ValueError(f"{op}: rounding_mode must be None, 'floor' or 'trunc', got "
+                         f"{rounding_mode!r}")
+    x, y = _binary(op, x, y)
+    with np.errstate(divide="ignore", invalid="ignore"):     # y = 0: ±inf or NaN, as PyTorch
+        if rounding_mode == "floor":      # NumPy's floor_divide is Python's (and torch's) //:
+            out = np.floor_divide(x.data, y.data)          # 1.0 // 0.1 = 9, not ⌊10.000…⌋
+        else:
+            out = np.trunc(x.data / y.data)                # torch's trunc: 1.0 / 0.1 -> 10
+    def backward(g):
+        if x.requires_grad:
+            x.grad += np.zeros(x.shape, x.dtype)
+        if y.requires_grad:
+            y.grad += np.zeros(y.shape, y.dtype)
+    return _node(out, op, (x, y), backward)
 
 
 # out = -x;  dx = -g
@@ -299,6 +337,22 @@ def tanh(x) -> Tensor:
     return _node(out, "tanh", (x,), backward)
 
 
+# out = sin x;  dx = g · cos x
+def sin(x) -> Tensor:
+    x = as_tensor(x)
+    def backward(g):
+        x.grad += g * np.cos(x.data)
+    return _node(np.sin(x.data), "sin", (x,), backward)
+
+
+# out = cos x;  dx = -g · sin x
+def cos(x) -> Tensor:
+    x = as_tensor(x)
+    def backward(g):
+        x.grad -= g * np.sin(x.data)
+    return _node(np.cos(x.data), "cos", (x,), backward)
+
+
 # out = |x|;  dx = g · sign(x)   (0 at x = 0, as in PyTorch)
 def abs(x) -> Tensor:
     x = as_tensor(x)
@@ -386,20 +440,55 @@ def logical_not(x) -> Tensor:    return _logical("logical_not", np.logical_not, 
 
 # out = x where cond else y;  dx = g where cond,  dy = g where not cond
 def where(cond, x, y) -> Tensor:
+    """x where cond is True, else y. The result's dtype follows PyTorch's promotion: see
+    _where_branches (where(c, 1, 2) is int64, where(c, x, 0.5) keeps x's float dtype)."""
     cond = np.asarray(cond.data if isinstance(cond, Tensor) else cond, dtype=bool)
-    x, y = _binary("where", x, y)
+    x, y, dtype = _where_branches(x, y)
     try:
         np.broadcast_shapes(cond.shape, x.shape, y.shape)
     except ValueError:
         raise ValueError(f"where: condition {cond.shape}, x {x.shape} and y {y.shape} cannot be "
                          f"broadcast together") from None
-    out = np.where(cond, x.data, y.data)
+    out = np.where(cond, x.data, y.data).astype(dtype, copy=False)
     def backward(g):
         if x.requires_grad:
             x.grad += unbroadcast(np.where(cond, g, 0), x.shape)
         if y.requires_grad:
             y.grad += unbroadcast(np.where(cond, 0, g), y.shape)
     return _node(out, "where", (x, y), backward)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (numbers.Number, np.bool_)) and not isinstance(v, complex)
+
+
+def _number_kind(v) -> int:
+    """0 bool, 1 integer, 2 float: the order of PyTorch's type promotion (and of _KIND)."""
+    return 0 if isinstance(v, (bool, np.bool_)) else 1 if isinstance(v, numbers.Integral) else 2
+
+
+_KIND = {"b": 0, "u": 1, "i": 1, "f": 2}       # a dtype's kind, in the same order
+
+
+def _where_branches(x, y):
+    """where's two branches as tensors, and the result's dtype, by PyTorch's rule: the higher
+    kind wins (bool < integer < float); tensors of the winning kind promote as NumPy does
+    (float32 and float64: float64; int32 and int64: int64); a Python number never widens a
+    tensor of its own kind or a higher one: it takes that tensor's dtype. A number of a higher
+    kind, or two numbers, give bool, int64 or float32 (PyTorch's default float): where(c, 1, 2)
+    is int64, where(c, int32_t, 2) int32, where(c, int32_t, 2.5) float32. Arrays are constants,
+    as everywhere here: in the float dtype of the other branch, if it is a float tensor."""
+    x = x if _is_number(x) else as_tensor(x, like=y if isinstance(y, Tensor) else None)
+    y = y if _is_number(y) else as_tensor(y, like=x if isinstance(x, Tensor) else None)
+    tensors = [v.dtype for v in (x, y) if isinstance(v, Tensor)]
+    top = builtins.max((_KIND[d.kind] for d in tensors), default=-1)
+    dtype = np.result_type(*(d for d in tensors if _KIND[d.kind] == top)) if tensors else None
+    number = builtins.max((_number_kind(v) for v in (x, y) if not isinstance(v, Tensor)),
+                          default=-1)
+    if number > top:
+        dtype = (np.bool_, np.int64, np.float32)[number]
+    x, y = (v if isinstance(v, Tensor) else Tensor(np.asarray(v, dtype=dtype)) for v in (x, y))
+    return x, y, np.dtype(dtype)
 
 
 # out = value where mask else x;  dx = g where not mask
@@ -539,6 +628,41 @@ def logsumexp(x, axis=None, keepdims=False) -> Tensor:
     return _node(out if keepdims else np.squeeze(out, axes), "logsumexp", (x,), backward)
 
 
+# out = Π x over axes;  dx_i = g · Π_(j≠i) x_j, the product of the others in i's slice
+#   (not g · out / x_i, which is 0/0 at a zero: a slice with one zero sends g · Π of the rest
+#   to that entry and 0 to the others; two zeros, 0 everywhere, as PyTorch)
+def prod(x, axis=None, keepdims=False) -> Tensor:
+    x = as_tensor(x)
+    axes = _axes_of("prod", axis, x)
+    out = np.prod(x.data, axis=axes, keepdims=keepdims)
+    def backward(g):
+        rest = tuple(a for a in range(x.ndim) if a not in axes)
+        order = rest + axes                                  # the reduced axes last
+        n = math.prod(x.shape[a] for a in axes)
+        if n == 0:                                           # an empty product: nothing to send
+            x.grad += np.zeros_like(x.data)
+            return
+        slices = x.data.transpose(order).reshape(tuple(x.shape[a] for a in rest) + (n,))  # (..., n)
+        ones = np.ones(slices.shape[:-1] + (1,), x.dtype)
+        before = np.cumprod(np.concatenate([ones, slices[..., :-1]], axis=-1), axis=-1)
+        after = np.cumprod(np.concatenate([ones, slices[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
+        others = (before * after).reshape(tuple(x.shape[a] for a in order))   # Π_(j≠i), x's order
+        x.grad += _expand(g, axes, keepdims) * others.transpose(np.argsort(order))
+    return _node(np.asarray(out, dtype=x.dtype), "prod", (x,), backward)
+
+
+# out_i = Σ_(j≤i) x_j along axis (a running sum);  dx_j = Σ_(i≥j) g_i, the running sum of g
+#   from the other end: x_j is in every out_i from i = j on
+def cumsum(x, axis) -> Tensor:
+    x = as_tensor(x)
+    axis = _axes_of("cumsum", axis, x, builtins.max(x.ndim, 1), one=True)
+    out = np.cumsum(x.data.reshape(x.shape or (1,)), axis=axis).reshape(x.shape)
+    def backward(g):
+        g = g.reshape(x.shape or (1,))
+        x.grad += np.flip(np.cumsum(np.flip(g, axis), axis=axis), axis).reshape(x.shape)
+    return _node(out.astype(x.dtype, copy=False), "cumsum", (x,), backward)
+
+
 # ---------------------------------------------------------------------------------------------
 # Shape and indexing: they move numbers around, so backward moves the gradient back
 # ---------------------------------------------------------------------------------------------
@@ -585,6 +709,54 @@ def transpose(x, *axes) -> Tensor:
             x.grad += g.swapaxes(a, b)
         return _node(x.data.swapaxes(a, b), "transpose", (x,), backward)
     return _permute("transpose", x, axes)
+
+
+# out = x reversed along the given axes;  dx = g reversed along them (a flip undoes itself)
+def flip(x, *axis) -> Tensor:
+    """flip(x, 0), flip(x, 0, 1) or flip(x, (0, 1)): reverse the order of entries along those
+    axes (torch.flip(x, dims), np.flip)."""
+    x = as_tensor(x)
+    axis = axis[0] if len(axis) == 1 and isinstance(axis[0], (tuple, list)) else axis
+    axes = _axes_of("flip", tuple(axis), x)
+    def backward(g):
+        x.grad += np.flip(g, axes)
+    return _node(np.flip(x.data, axes).copy(), "flip", (x,), backward)
+
+
+# squeeze, unsqueeze and flatten only change the shape: each is a `reshape`, whose backward
+# views g with x's shape again.
+def squeeze(x, axis=None) -> Tensor:
+    """Drop axes of size 1: all of them (axis=None), or those named (an int or a tuple) that
+    have size 1; a named axis of another size stays, as in PyTorch."""
+    x = as_tensor(x)
+    axes = _axes_of("squeeze", axis, x)
+    return reshape(x, tuple(n for a, n in enumerate(x.shape) if not (a in axes and n == 1)))
+
+
+def unsqueeze(x, axis: int) -> Tensor:
+    """Insert an axis of size 1 at position `axis` of the result (-1: last), torch.unsqueeze."""
+    x = as_tensor(x)
+    if not isinstance(axis, numbers.Integral) or isinstance(axis, (bool, np.bool_)):
+        raise TypeError(f"unsqueeze: axis must be an int, got {axis!r}")
+    if not -x.ndim - 1 <= axis <= x.ndim:       # (the new axis is one of the result's)
+        raise ValueError(f"unsqueeze: axis {axis} is out of range for a tensor of shape "
+                         f"{x.shape}: the new axis goes at {-x.ndim - 1}..{x.ndim}")
+    axis = _axis("unsqueeze", axis, x.ndim + 1)
+    return reshape(x, x.shape[:axis] + (1,) + x.shape[axis:])
+
+
+def flatten(x, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    """Merge axes start_dim..end_dim (both included) into one, torch.flatten; a 0-d tensor
+    becomes shape (1,). (PyTorch's argument names: NumPy has no such function.)"""
+    x = as_tensor(x)
+    ndim = builtins.max(x.ndim, 1)
+    start = _axes_of("flatten", start_dim, x, ndim, one=True)
+    end = _axes_of("flatten", end_dim, x, ndim, one=True)
+    if start > end:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for a "
+                         f"tensor of shape {x.shape}")
+    shape = x.shape or (1,)
+    return reshape(x, shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:])
 
 
 def _sizes(op: str, sizes) -> tuple:
@@ -650,18 +822,50 @@ def _is_advanced(index) -> bool:
     return any(isinstance(i, (np.ndarray, list, tuple, bool, np.bool_)) for i in parts)
 
 
+def _index(a: np.ndarray, index) -> np.ndarray:
+    """a[index] by PyTorch's rule, which differs from NumPy's in one case. Both put the axes of
+    the advanced indices (arrays, lists) where the first of them stands if they are side by
+    side, and first otherwise. NumPy counts an int beside an array as advanced, PyTorch as
+    basic: on a (2, 3, 4, 5) tensor x[0, :, [0, 1], :] is (2, 3, 5) in NumPy but (3, 2, 5) in
+    PyTorch, where the list is the only advanced index, alone, so its axis stays in place. So
+    the ints (and 0-d integer arrays, which PyTorch reads as ints) are applied first, as basic
+    indexing, then the rest of the index."""
+    parts = index if isinstance(index, tuple) else (index,)
+    ints = [_is_int_index(i) for i in parts]
+    if not any(ints) or not _is_advanced(index):
+        return a[index]                    # NumPy and PyTorch agree
+    first = []                             # the ints, with a slice for each axis the rest use
+    for i, is_int in zip(parts, ints):
+        if is_int:
+            first.append(int(i))
+        elif i is Ellipsis:
+            first.append(i)
+        elif i is not None:                # (None adds an axis: nothing to skip)
+            b = np.asarray(i)              # a boolean mask spans as many axes as it has
+            first += [slice(None)] * (b.ndim if b.dtype == bool else 1)
+    rest = tuple(i for i, is_int in zip(parts, ints) if not is_int)
+    return a[tuple(first)][rest]
+
+
+def _is_int_index(i) -> bool:
+    """An int, or a 0-d integer array (a 0-d tensor of ints): a basic index for PyTorch."""
+    if isinstance(i, np.ndarray):
+        return i.ndim == 0 and i.dtype.kind in "iu"
+    return isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_))
+
+
 # out = x[index];  dx = g scattered back to the indexed places (added up where an index repeats)
 def getitem(x, index) -> Tensor:
     x = as_tensor(x)
     index = _plain_index(index)
     try:
-        out = x.data[index]
+        out = _index(x.data, index)
     except IndexError as e:
         raise IndexError(f"getitem: {e} (tensor of shape {x.shape})") from None
     advanced = _is_advanced(index)
     def backward(g):
         if advanced:   # the flat position of every picked element, then a scatter-add (bincount)
-            picked = np.arange(x.size).reshape(x.shape)[index]          # out's shape
+            picked = _index(np.arange(x.size).reshape(x.shape), index)  # out's shape
             dx = np.bincount(picked.reshape(-1), weights=g.reshape(-1), minlength=x.size)
             x.grad += dx.reshape(x.shape).astype(x.dtype, copy=False)
         else:          # basic indexing (ints, slices, None, ...): every place appears once
@@ -941,6 +1145,29 @@ def relu(x) -> Tensor:
     return _node(out, "relu", (x,), backward)
 
 
+# out = x where x > 0, else a·x  (a = negative_slope);  dx = g where x > 0, else a·g
+#   (at x = 0 the slope is a, as PyTorch)
+def leaky_relu(x, negative_slope: float = 0.01) -> Tensor:
+    x = as_tensor(x)
+    a = x.dtype.type(negative_slope) if x.dtype in FLOAT_DTYPES else negative_slope
+    positive = x.data > 0
+    def backward(g):
+        x.grad += np.where(positive, g, a * g)
+    return _node(np.where(positive, x.data, a * x.data), "leaky_relu", (x,), backward)
+
+
+# out = x where x > 0, else α(eˣ - 1);  dx = g where x > 0, else g · α eˣ
+#   (at x = 0 the slope is α, from the left side, as PyTorch; 1 from the right)
+def elu(x, alpha: float = 1.0) -> Tensor:
+    x = as_tensor(x)
+    a = x.dtype.type(alpha) if x.dtype in FLOAT_DTYPES else alpha
+    positive = x.data > 0
+    em1 = np.expm1(np.minimum(x.data, 0))      # eˣ - 1 on the negative side, exact near 0 (and
+    def backward(g):                           # no overflow on the positive side)
+        x.grad += np.where(positive, g, g * a * (em1 + 1))
+    return _node(np.where(positive, x.data, a * em1), "elu", (x,), backward)
+
+
 _GELU_C = math.sqrt(2.0 / math.pi)
 
 
@@ -1210,26 +1437,49 @@ def _cross_entropy_probabilities(logits, q, reduction, eps) -> Tensor:
     return _node(out, "cross_entropy", (logits,), backward)
 
 
-# loss_i = -log_probs[i, t_i]  (0 for ignored rows);  dlog_probs[i, t_i] = -g_i, 0 elsewhere
-def nll_loss(log_probs, targets, ignore_index: int = -1, reduction: str = "mean") -> Tensor:
+# loss_i = -w[t_i] · log_probs[i, t_i]  (0 for ignored rows; w = 1 without weights);
+#   "mean" divides by Σ w[t_i] over the kept rows (the count without weights);
+#   dlog_probs[i, t_i] = -g_i · w[t_i], 0 elsewhere
+def nll_loss(log_probs, targets, ignore_index: int = -1, reduction: str = "mean",
+             weight=None) -> Tensor:
     """Negative log-likelihood of class ids under log-probabilities (..., V), classes along the
     last axis: cross_entropy(z, t) == nll_loss(log_softmax(z), t). Same targets, ignore_index
-    (default -1; PyTorch's is -100) and reductions as cross_entropy's class-id form."""
+    (default -1; PyTorch's is -100) and reductions as cross_entropy's class-id form.
+    weight: one weight per class (V,), a constant, as torch's: each row's loss is multiplied by
+      its target's weight, and "mean" divides by the sum of those weights over the kept rows
+      (0 if that sum is 0, where PyTorch gives NaN)."""
     x = as_tensor(log_probs)
     _loss_options("nll_loss", x, reduction, 0.0)
     targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
     t, keep, n_kept = _class_ids("nll_loss", x, targets, ignore_index)
     v = x.shape[-1]
     rows = np.nonzero(keep)[0]
+    w = np.ones(len(rows), dtype=x.dtype)                          # each kept row's weight
+    if weight is not None:
+        w = _class_weights("nll_loss", weight, v, x.dtype)[t[rows]]
+        total = w.sum()
+        n_kept = total if total != 0 else 1                        # (all weights 0: loss 0)
     losses = np.zeros(t.shape[0], dtype=x.dtype)
-    losses[rows] = -x.data.reshape(-1, v)[rows, t[rows]]
+    losses[rows] = -w * x.data.reshape(-1, v)[rows, t[rows]]
     out = _reduce_losses(losses, reduction, n_kept, targets.shape, x.dtype)
     def backward(g):
         g_rows = _row_gradients(g, reduction, n_kept, t.shape[0], x.dtype)   # (N,)
         dx = np.zeros((t.shape[0], v), dtype=x.dtype)              # (N, V)
-        dx[rows, t[rows]] = -g_rows[rows]
+        dx[rows, t[rows]] = -g_rows[rows] * w
         x.grad += dx.reshape(x.shape)
     return _node(out, "nll_loss", (x,), backward)
+
+
+def _class_weights(op, weight, v, dtype):
+    """A loss's class weights: a constant array of shape (V,), in the input's dtype."""
+    if isinstance(weight, Tensor) and weight.requires_grad:
+        raise TypeError(f"{op}: weight requires gradients, but the class weights are taken as "
+                        f"constants; pass weight.detach()")
+    w = np.asarray(weight.data if isinstance(weight, Tensor) else weight)
+    if w.shape != (v,) or w.dtype.kind not in "iuf":
+        raise ValueError(f"{op}: weight must hold one number per class, shape ({v},), got "
+                         f"shape {w.shape} and dtype {w.dtype}")
+    return w.astype(dtype, copy=False)
 
 
 def _loss_options(op, logits, reduction, label_smoothing):
@@ -1360,15 +1610,18 @@ def attention(qkv, n_head: int, dropout: float = 0.0,
     return _node(out, "attention", (qkv,), backward)
 
 
-# Attention with separate q, k, v (any Tq and Tk), an optional boolean mask and causal flag:
-#   s = q kᵀ · scale,  hidden entries -> -inf;  a = softmax(s) over the keys;  y = a v
-#   dv = aᵀ g;  da = g vᵀ;  ds = a ⊙ (da - Σ a ⊙ da) · scale;  dq = ds k;  dk = dsᵀ q
+# Attention with separate q, k, v (any Tq and Tk), an optional mask and causal flag:
+#   z = q kᵀ · scale (+ m, a float mask),  hidden entries -> -inf;  a = softmax(z) over the
+#   keys;  y = a v
+#   dv = aᵀ g;  da = g vᵀ;  dz = a ⊙ (da - Σ a ⊙ da);  dm = dz;  ds = dz · scale;  dq = ds k;
+#   dk = dsᵀ q
 def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
                                  scale: float | None = None) -> Tensor:
     """q (..., Tq, hs), k (..., Tk, hs), v (..., Tk, hv) -> y (..., Tq, hv); batch axes broadcast.
 
-    mask: boolean, broadcastable to (..., Tq, Tk), True = the key takes part (PyTorch's boolean
-      attn_mask convention). Only boolean masks: for an additive float mask add it to the scores.
+    mask: broadcastable to (..., Tq, Tk), PyTorch's attn_mask. Boolean: True = the key takes
+      part. Float: added to the scaled scores (-inf hides a key); a float mask that is a tensor
+      requiring gradients gets them (dm = dz, the gradient at the scores).
     causal: query i sees key j only when j <= i + (Tk - Tq), the KV-cache convention of
       `softmax(causal=True)`: the last query sees every key. For Tq == Tk this is PyTorch's
       is_causal; for Tq != Tk PyTorch aligns the mask top-left instead (pass that as `mask`).
@@ -1387,11 +1640,17 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
                         f"{v.dtype}; all must be float32 or all float64")
     tq, tk = q.shape[-2], k.shape[-2]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    bias = None                 # a float mask, as a tensor (a constant unless it requires grad)
     if mask is not None:
-        mask = np.asarray(mask.data if isinstance(mask, Tensor) else mask)
-        if mask.dtype != bool:
+        if isinstance(mask, Tensor) and mask.dtype in FLOAT_DTYPES:
+            bias = mask if mask.dtype == q.dtype else cast(mask, q.dtype)
+        elif np.asarray(mask).dtype.kind == "f":
+            bias = Tensor(np.asarray(mask, dtype=q.dtype))
+        mask = bias.data if bias is not None else np.asarray(
+            mask.data if isinstance(mask, Tensor) else mask)
+        if mask.dtype != bool and bias is None:
             raise TypeError(f"scaled_dot_product_attention: mask must be boolean (True = take "
-                            f"part), got dtype {mask.dtype}")
+                            f"part) or float (added to the scores), got dtype {mask.dtype}")
         try:
             np.broadcast_shapes(mask.shape, q.shape[:-2] + (tq, tk))
         except ValueError:
@@ -1403,7 +1662,10 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
         raise ValueError(f"scaled_dot_product_attention: the batch axes of q {q.shape} and k "
                          f"{k.shape} cannot be broadcast together") from None
     fused = is_fused()      # the softmax kernels or their NumPy lines, decided once
-    if mask is None and (not causal or tq <= tk):
+    if bias is not None:    # z = s · scale + m, then the softmax (with the causal -inf)
+        allowed = ~kernels.causal_mask(tq, tk) if causal else np.ones((tq, tk), dtype=bool)
+        att = _masked_softmax_rows(s * s.dtype.type(scale) + bias.data, allowed, 1.0)
+    elif mask is None and (not causal or tq <= tk):
         att = _softmax_rows(s, scale, causal, fused)                  # (..., Tq, Tk)
     else:
         allowed = np.ones((tq, tk), dtype=bool) if mask is None else mask
@@ -1418,14 +1680,21 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
     def backward(g):
         if v.requires_grad:
             v.grad += unbroadcast(np.matmul(att.swapaxes(-1, -2), g), v.shape)      # aᵀ g
-        if q.requires_grad or k.requires_grad:
+        bias_grad = bias is not None and bias.requires_grad
+        if q.requires_grad or k.requires_grad or bias_grad:
             da = np.matmul(g, v.data.swapaxes(-1, -2))                 # (..., Tq, Tk)
-            ds = _softmax_rows_backward(att, da, scale, fused)         # 0 where a = 0
+            if bias_grad:
+                dz = _softmax_rows_backward(att, da, 1.0, fused)       # at z: 0 where a = 0
+                bias.grad += unbroadcast(dz, bias.shape)
+                ds = dz * dz.dtype.type(scale)
+            else:
+                ds = _softmax_rows_backward(att, da, scale, fused)     # 0 where a = 0
             if q.requires_grad:
                 q.grad += unbroadcast(np.matmul(ds, k.data), q.shape)               # ds k
             if k.requires_grad:
                 k.grad += unbroadcast(np.matmul(ds.swapaxes(-1, -2), q.data), k.shape)  # dsᵀ q
-    return _node(y, "scaled_dot_product_attention", (q, k, v), backward)
+    parents = (q, k, v) if bias is None else (q, k, v, bias)
+    return _node(y, "scaled_dot_product_attention", parents, backward)
 
 
 # Softmax over the last axis of scores s (..., Tq, Tk) with any boolean mask (True = the key takes

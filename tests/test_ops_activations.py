@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import example, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import tensor
@@ -97,3 +97,47 @@ def test_gelu_exact_in_float32():
     assert out.dtype == np.float32
     np.testing.assert_allclose(out.data, TF.gelu(torch.tensor(a.astype(np.float64))).numpy(),
                                rtol=1e-6, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------
+# leaky_relu and elu: a kink at 0 (kept out of the gradchecks), whose slope follows torch
+# ---------------------------------------------------------------------------------------------
+PIECEWISE = {
+    "leaky_relu": (F.leaky_relu, lambda a, s: np.where(a > 0, a, s * a), TF and TF.leaky_relu),
+    "elu": (F.elu, lambda a, s: np.where(a > 0, a, s * np.expm1(a)), TF and TF.elu),
+}
+
+
+@covers(*PIECEWISE)
+@pytest.mark.parametrize("op", PIECEWISE)
+@settings(max_examples=N_TORCH_EXAMPLES)
+@given(shape=SHAPES, slope=st.sampled_from([None, 0.2, 1.5, -0.5]), seed=SEEDS)
+@example(shape=(), slope=None, seed=0)
+@example(shape=(2, 1, 3), slope=0.2, seed=1)
+def test_grad_leaky_relu_elu(op, shape, slope, seed):
+    f, ref, torch_f = PIECEWISE[op]
+    a = 2.0 * away_from_zero(seed, shape, margin=1e-2)
+    fn = f if slope is None else (lambda x: f(x, slope))
+    default = 0.01 if op == "leaky_relu" else 1.0
+    assert_forward(fn(leaf(a)), ref(a, default if slope is None else slope), rtol=1e-14)
+    check(fn, leaf(a))
+    assert_same(fn, torch_f if slope is None else (lambda t: torch_f(t, slope)), [a], seed,
+                rtol=1e-14, atol=1e-15)
+
+
+@needs_torch
+@pytest.mark.parametrize("op", PIECEWISE)
+def test_leaky_relu_elu_at_zero_and_far_out_like_torch(op):
+    f, _, torch_f = PIECEWISE[op]
+    a = np.array([-1000.0, -1.0, 0.0, 1.0, 1000.0])
+    with np.errstate(over="raise"):                  # elu's eˣ is taken on the negative side only
+        x = leaf(a)
+        out = f(x, 0.3)
+    t = torch.tensor(a, requires_grad=True)
+    t_out = torch_f(t, 0.3)
+    np.testing.assert_allclose(out.data, t_out.detach().numpy(), rtol=1e-15)
+    out.backward(np.ones(5))
+    t_out.backward(torch.ones(5, dtype=torch.float64))
+    np.testing.assert_allclose(x.grad, t.grad.numpy(), rtol=1e-15)       # at 0: the slope 0.3
+    assert x.grad[2] == 0.3
+    assert F.leaky_relu(tensor.tensor([-1.0, 2.0])).dtype == np.float32

@@ -183,10 +183,57 @@ def test_scaled_dot_product_attention_broadcasts_shared_keys_and_names_bad_input
                 [q, k, v], 3)
     with pytest.raises(ValueError, match="scaled_dot_product_attention: q"):
         F.scaled_dot_product_attention(leaf(q), leaf(normal(0, (6, 4))), leaf(v))
-    with pytest.raises(TypeError, match="mask must be boolean"):
-        F.scaled_dot_product_attention(leaf(q), leaf(k), leaf(v), mask=np.zeros((4, 6)))
+    with pytest.raises(TypeError, match="mask must be boolean .* or float"):
+        F.scaled_dot_product_attention(leaf(q), leaf(k), leaf(v),
+                                       mask=np.zeros((4, 6), dtype=np.int64))
     with pytest.raises(ValueError, match=r"mask of shape \(3, 6\)"):
         F.scaled_dot_product_attention(leaf(q), leaf(k), leaf(v), mask=np.ones((3, 6), bool))
+
+
+@covers("scaled_dot_product_attention")
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "numpy"])
+@settings(max_examples=N_TORCH_EXAMPLES * 2)
+@given(case=attention_case(), hidden=st.sampled_from([0.0, 0.3]), seed=SEEDS)
+@example(case=((2,), 3, 5, 2, 3, "full", True), hidden=0.3, seed=0)
+@example(case=((), 4, 2, 3, 2, "row", True), hidden=0.0, seed=1)   # Tq > Tk: rows with no key
+@example(case=((1, 2), 3, 3, 2, 2, "key", False), hidden=0.3, seed=2)
+def test_float_attention_mask_is_added_to_the_scores_like_torch(fused, case, hidden, seed):
+    # PyTorch's float attn_mask: added to q kᵀ · scale; -inf hides a key. Here the mask is a
+    # leaf too, so its gradient (the gradient at the scores) is compared with torch's as well.
+    batch, tq, tk, hs, hv, mask_kind, causal = case
+    rng = np.random.default_rng(seed)
+    q, k, v = (normal(seed + i, batch + s) for i, s in
+               enumerate([(tq, hs), (tk, hs), (tk, hv)]))
+    shape = {"none": (tq, tk), "full": batch + (tq, tk), "row": (tq, tk), "key": (1, tk)}[
+        mask_kind]
+    m = np.where(rng.random(shape) < hidden, -np.inf, normal(seed + 3, shape))
+    fn = lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, mask=m,  # noqa: E731
+                                                           causal=causal)
+    bias = np.where(torch_causal(tq, tk), 0.0, -np.inf) if causal else np.zeros((tq, tk))
+    torch_fn = lambda q, k, v, m: TF.scaled_dot_product_attention(  # noqa: E731
+        q, k, v, attn_mask=m + torch.tensor(bias))
+    with tensor.fused(fused):
+        assert_same(fn, torch_fn, [q, k, v, m], seed, rtol=1e-10, atol=1e-12)
+        check(fn, leaf(q), leaf(k), leaf(v), leaf(m))
+        # a constant float mask (an array) gives the same y
+        y = F.scaled_dot_product_attention(leaf(q), leaf(k), leaf(v), mask=m, causal=causal)
+        np.testing.assert_array_equal(y.data, fn(leaf(q), leaf(k), leaf(v), leaf(m)).data)
+
+
+def test_float_and_boolean_masks_agree_and_a_float32_mask_follows_q():
+    q, k, v = normal(0, (2, 3, 4)), normal(1, (2, 5, 4)), normal(2, (2, 5, 3))
+    keep = np.random.default_rng(3).random((3, 5)) > 0.4
+    by_bool = F.scaled_dot_product_attention(leaf(q), leaf(k), leaf(v), mask=keep)
+    by_float = F.scaled_dot_product_attention(leaf(q), leaf(k), leaf(v),
+                                              mask=np.where(keep, 0.0, -np.inf))
+    np.testing.assert_allclose(by_float.data, by_bool.data, rtol=1e-14, atol=1e-15)
+    q32 = tensor.Tensor(q.astype(np.float32))
+    k32, v32 = tensor.Tensor(k.astype(np.float32)), tensor.Tensor(v.astype(np.float32))
+    m = tensor.Tensor(np.zeros((3, 5)), requires_grad=True)            # float64 mask, float32 q
+    y = F.scaled_dot_product_attention(q32, k32, v32, mask=m)
+    assert y.dtype == np.float32
+    y.sum().backward()
+    assert m.grad.shape == (3, 5) and m.grad.dtype == np.float64
 
 
 def test_causal_attention_matches_the_one_node_gpt_op():

@@ -18,7 +18,7 @@ import tensor
 from tensor import functional as F
 from ops_helpers import (N_EXAMPLES, N_TORCH_EXAMPLES, PAIRS, SEEDS, SHAPES, assert_forward,
                          assert_same, away_from, away_from_zero, check, covers, distinct, leaf,
-                         needs_torch, normal, positive, torch_or_skip)
+                         needs_torch, normal, positive, torch, torch_or_skip)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,6 +167,8 @@ UNARY = {
     "sqrt": (F.sqrt, np.sqrt, positive),
     "rsqrt": (F.rsqrt, lambda a: 1.0 / np.sqrt(a), positive),
     "tanh": (F.tanh, np.tanh, lambda seed, shape: normal(seed, shape, 1.5)),
+    "sin": (F.sin, np.sin, lambda seed, shape: normal(seed, shape, 3.0)),
+    "cos": (F.cos, np.cos, lambda seed, shape: normal(seed, shape, 3.0)),
     "abs": (F.abs, np.abs, lambda seed, shape: away_from(normal(seed, shape), [0.0])),
 }
 
@@ -185,6 +187,76 @@ def test_grad_unary(op, shape, seed):
     if hasattr(x, op):                     # the method too: x.exp(), x.abs(), ...
         assert_forward(getattr(x, op)(), ref(a))
     check(f, x)
+
+
+@covers("sin", "cos")
+@pytest.mark.parametrize("op", ["sin", "cos"])
+@settings(max_examples=N_TORCH_EXAMPLES)
+@given(shape=SHAPES, seed=SEEDS)
+def test_sin_cos_match_torch(op, shape, seed):
+    a = normal(seed, shape, 3.0)
+    assert_same(getattr(F, op), lambda t: getattr(t, op)(), [a], seed, rtol=1e-14, atol=1e-15)
+    check(getattr(F, op), leaf(a))
+
+
+# ---------------------------------------------------------------------------------------------
+# Floor division and div(rounding_mode=): a step function, gradient 0 (as torch)
+# ---------------------------------------------------------------------------------------------
+def away_from_jumps(a, b, margin=0.05):
+    """Move x so that x / y is at least `margin` from an integer, where the rounded quotient
+    jumps: gradcheck's steps of 1e-6 in x or y (|x| < 30, |y| > 0.1) move x / y by < 3e-3."""
+    q = a / b
+    near = np.abs(q - np.round(q)) < margin
+    return np.where(near, a + 0.5 * b, a)                   # x / y + 0.5: half-way between
+
+
+ROUNDED = {"floor_divide": F.floor_divide,
+           "floor": lambda x, y: F.div(x, y, rounding_mode="floor"),
+           "trunc": lambda x, y: F.div(x, y, rounding_mode="trunc")}
+
+
+@covers("floor_divide", "div")
+@pytest.mark.parametrize("mode", ROUNDED)
+@settings(max_examples=N_EXAMPLES)
+@given(shapes=PAIRS, seed=SEEDS)
+@example(shapes=((3, 1), (4,)), seed=0)
+@example(shapes=((), (2,)), seed=1)
+def test_grad_rounded_division(mode, shapes, seed):
+    b = away_from_zero(seed + 1, shapes[1], margin=0.1)
+    a = away_from_jumps(normal(seed, shapes[0], 4.0), b)
+    x, y = leaf(a), leaf(b)
+    # floor: Python's // (x - y·q has y's sign), which NumPy's floor_divide is too
+    reference = np.floor_divide(a, b) if mode != "trunc" else np.trunc(a / b)
+    assert_forward(ROUNDED[mode](x, y), reference, rtol=0, atol=0)
+    check(ROUNDED[mode], x, y)           # central differences between the jumps: 0, as backward
+    t_mode = "trunc" if mode == "trunc" else "floor"
+    assert_same(ROUNDED[mode], lambda t, u: torch.div(t, u, rounding_mode=t_mode), [a, b], seed,
+                rtol=0, atol=0)
+
+
+def test_floor_division_operators_match_python_and_torch():
+    torch = torch_or_skip()
+    a, b = np.array([1.0, -1.0, 7.0, -7.0, 7.5]), np.array([0.1, 0.1, 2.0, 2.0, -2.0])
+    x, y = leaf(a), leaf(b)
+    t, u = torch.tensor(a), torch.tensor(b)
+    # 1.0 // 0.1 is 9 in Python and torch (the quotient is computed exactly, then floored)
+    np.testing.assert_array_equal((x // y).data, [p // q for p, q in zip(a, b)])
+    np.testing.assert_array_equal((x // y).data, (t // u).numpy())
+    np.testing.assert_array_equal((x // 2.0).data, (t // 2.0).numpy())
+    np.testing.assert_array_equal((3.0 // y).data, (3.0 // u).numpy())
+    np.testing.assert_array_equal(x.div(y, rounding_mode="trunc").data,
+                                  torch.div(t, u, rounding_mode="trunc").numpy())
+    assert (tensor.tensor([1.0, 2.0]) // 2).dtype == np.float32
+    # y = 0: ±inf or NaN, as torch
+    zero = np.array([1.0, -1.0, 0.0])
+    for mode in ("floor", "trunc"):
+        np.testing.assert_array_equal(F.div(leaf(zero), 0.0, rounding_mode=mode).data,
+                                      torch.div(torch.tensor(zero), 0.0, rounding_mode=mode))
+    out = (x // y).sum() + x.div(y, rounding_mode="trunc").sum()
+    out.backward()
+    np.testing.assert_array_equal(x.grad, np.zeros(5))       # as torch: zero, not None
+    with pytest.raises(ValueError, match="div: rounding_mode must be None, 'floor' or 'trunc'"):
+        F.div(x, y, rounding_mode="round")
 
 
 def test_abs_has_gradient_0_at_0_like_torch():
@@ -369,6 +441,34 @@ def test_grad_masked_fill(case, value, seed):
     assert_forward(F.masked_fill(x, tensor.Tensor(mask), value), np.where(mask, value, a),
                    rtol=0, atol=0)
     check(lambda x: F.masked_fill(x, mask, value), x)
+
+
+def test_where_with_number_branches_follows_torch_dtypes():
+    torch = torch_or_skip()
+    c = np.array([True, False, True])
+    tc = torch.tensor(c)
+    branches = {                                     # ours, torch's
+        "two ints": ((1, 2), (1, 2)),
+        "int and float": ((1, 2.5), (1, 2.5)),
+        "two bools": ((True, False), (True, False)),
+        "int32 tensor and int": ((np.array([1, 2, 3], np.int32), 2), None),
+        "int32 tensor and float": ((np.array([1, 2, 3], np.int32), 2.5), None),
+        "bool tensor and int": ((np.array([True, False, False]), 7), None),
+        "int64 tensor and bool": ((np.array([4, 5, 6]), False), None),
+        "float64 tensor and int": ((np.array([1.0, 2.0, 3.0]), 1), None),
+        "int and float64 tensor": ((1, np.array([1.0, 2.0, 3.0])), None),
+        "float32 tensor and float": ((np.array([1.0, 2.0, 3.0], np.float32), 0.5), None),
+        "int32 and float32 tensors": ((np.array([1, 2, 3], np.int32),
+                                       np.array([0.5, 1.5, 2.5], np.float32)), None),
+        "int32 and int64 tensors": ((np.array([1, 2, 3], np.int32), np.array([7, 8, 9])), None),
+    }
+    for name, (ours, theirs) in branches.items():
+        x, y = (tensor.Tensor(v) if isinstance(v, np.ndarray) else v for v in ours)
+        tx, ty = theirs or (torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+                            for v in ours)
+        out, t_out = F.where(c, x, y), torch.where(tc, tx, ty)
+        assert out.dtype == np.dtype(str(t_out.dtype).removeprefix("torch.")), name
+        np.testing.assert_array_equal(out.data, t_out.numpy(), err_msg=name)
 
 
 def test_comparison_masks_in_where_and_masked_fill():

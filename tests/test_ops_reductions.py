@@ -259,3 +259,79 @@ def test_logsumexp_is_stable_like_torch():
     x = leaf(a[:2])
     F.logsumexp(x, axis=1).backward(np.ones(2))             # the gradient is a softmax per row
     np.testing.assert_allclose(x.grad.sum(axis=1), [1.0, 1.0], rtol=1e-12)   # (|out| ~ 1000)
+
+
+# ---------------------------------------------------------------------------------------------
+# prod (zeros included) and cumsum
+# ---------------------------------------------------------------------------------------------
+def with_zeros(seed, shape, zeros):
+    """Normal values with `zeros` entries set to exactly 0 (where prod's g · out / x is 0/0)."""
+    a = normal(seed, shape)
+    flat = a.reshape(-1)
+    flat[np.random.default_rng(seed + 1).permutation(flat.size)[:zeros]] = 0.0
+    return a
+
+
+def torch_prod(t, axis, keepdims):
+    """torch.prod takes one dim at a time: reduce the axes one by one, the last first."""
+    if axis is None:
+        return t.prod().reshape((1,) * t.ndim) if keepdims else t.prod()
+    for d in sorted((a % t.ndim for a in ((axis,) if isinstance(axis, int) else axis)),
+                    reverse=True):
+        t = t.prod(d, keepdim=keepdims)
+    return t
+
+
+@covers("prod")
+@settings(max_examples=N_EXAMPLES)
+@given(shape_axis=shape_and_axis(), keepdims=st.booleans(), zeros=st.integers(0, 3), seed=SEEDS)
+@example(shape_axis=((3, 4), 1), keepdims=False, zeros=1, seed=0)     # one zero in a row
+@example(shape_axis=((2, 4), None), keepdims=True, zeros=2, seed=1)   # two zeros: all 0
+@example(shape_axis=((3, 1, 2), (-2, 0)), keepdims=False, zeros=0, seed=2)
+@example(shape_axis=((), None), keepdims=False, zeros=1, seed=3)
+def test_grad_prod(shape_axis, keepdims, zeros, seed):
+    shape, axis = shape_axis
+    a = with_zeros(seed, shape, zeros)
+    x = leaf(a)
+    assert_forward(F.prod(x, axis=axis, keepdims=keepdims), np.prod(a, axis=axis, keepdims=keepdims))
+    assert_forward(x.prod(axis, keepdims), np.prod(a, axis=axis, keepdims=keepdims))
+    # prod is a polynomial: smooth at its zeros too, so central differences check them as well
+    check(lambda x: F.prod(x, axis=axis, keepdims=keepdims), x)
+    if axis != ():
+        assert_same(lambda x: F.prod(x, axis=axis, keepdims=keepdims),
+                    lambda t: torch_prod(t, axis, keepdims), [a], seed, rtol=1e-12, atol=1e-14)
+
+
+def test_prod_gradient_at_zeros_by_hand():
+    x = leaf([[2.0, 0.0, 3.0], [0.0, 0.0, 5.0], [1.0, 2.0, 4.0]])
+    F.prod(x, axis=1).backward(np.array([1.0, 1.0, 1.0]))
+    # one zero: it gets the product of the others, the rest 0; two zeros: all 0; none: out / x
+    np.testing.assert_array_equal(x.grad, [[0.0, 6.0, 0.0], [0.0, 0.0, 0.0], [8.0, 4.0, 2.0]])
+
+
+@covers("cumsum")
+@settings(max_examples=N_EXAMPLES)
+@given(shape=SHAPES, data=st.data(), seed=SEEDS)
+@example(shape=(), data=None, seed=0)
+@example(shape=(3, 4), data=None, seed=1)
+def test_grad_cumsum(shape, data, seed):
+    n = max(len(shape), 1)
+    axis = data.draw(st.integers(-n, n - 1)) if data is not None else -1
+    a = normal(seed, shape)
+    x = leaf(a)
+    expected = np.cumsum(a.reshape(shape or (1,)), axis=axis).reshape(shape)
+    assert_forward(F.cumsum(x, axis), expected, rtol=1e-13, atol=1e-14)
+    assert_forward(x.cumsum(axis), expected, rtol=1e-13, atol=1e-14)
+    check(lambda x: F.cumsum(x, axis), x)
+    assert_same(lambda x: F.cumsum(x, axis), lambda t: torch.cumsum(t, axis), [a], seed,
+                rtol=1e-13, atol=1e-14)
+
+
+def test_cumsum_and_prod_name_bad_axes():
+    x = leaf(normal(0, (2, 3)))
+    with pytest.raises(ValueError, match=r"cumsum: axis 2 is out of range .* shape \(2, 3\)"):
+        F.cumsum(x, 2)
+    with pytest.raises(TypeError, match="cumsum: axis must be an int"):
+        F.cumsum(x, (0, 1))
+    with pytest.raises(ValueError, match=r"prod: axis -3 is out of range .* shape \(2, 3\)"):
+        x.prod(-3)

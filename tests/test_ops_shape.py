@@ -1,8 +1,9 @@
 """Shape and indexing ops: they move numbers around, so backward moves the gradient back.
 Forward against NumPy (exactly: rtol = atol = 0) and PyTorch where the meaning could differ
-(expand's -1, repeat = np.tile, gather, pad's order), backward by gradcheck. Indexing of every
-form is also checked against an independent oracle: the forward is NumPy's, the backward is
-np.add.at of the upstream gradient (so a repeated index adds up)."""
+(expand's -1, repeat = np.tile, gather, pad's order, squeeze of an axis that is not 1),
+backward by gradcheck. Indexing of every form is also checked against an independent oracle:
+the forward is NumPy's (with PyTorch's rule for ints beside arrays, see `torch_rule`), the
+backward is np.add.at of the upstream gradient (so a repeated index adds up)."""
 import numpy as np
 import pytest
 from hypothesis import example, given, settings, strategies as st
@@ -10,8 +11,8 @@ from hypothesis.extra import numpy as hnp
 
 import tensor
 from tensor import functional as F
-from ops_helpers import (AXIS_SHAPES, N_EXAMPLES, SEEDS, SHAPES, assert_forward, check, covers,
-                         leaf, normal, torch_or_skip)
+from ops_helpers import (AXIS_SHAPES, N_EXAMPLES, SEEDS, SHAPES, assert_forward, assert_same,
+                         check, covers, leaf, normal, torch_or_skip)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,6 +74,116 @@ def test_grad_permute(shape, data, seed):
     assert_forward(F.permute(x, order), np.transpose(a, order), rtol=0, atol=0)
     assert_forward(x.permute(*order), np.transpose(a, order), rtol=0, atol=0)
     check(lambda x: F.permute(x, order), x)
+
+
+# ---------------------------------------------------------------------------------------------
+# flip, squeeze, unsqueeze, flatten
+# ---------------------------------------------------------------------------------------------
+@st.composite
+def shape_and_axes(draw, shapes=AXIS_SHAPES):
+    """A shape and some of its axes (unique, some negative), as an int or a tuple."""
+    shape = draw(shapes)
+    ndim = len(shape)
+    axes = draw(st.lists(st.integers(0, ndim - 1), unique=True, max_size=ndim)) if ndim else []
+    axes = tuple(a - ndim if draw(st.booleans()) else a for a in axes)
+    return shape, axes[0] if len(axes) == 1 and draw(st.booleans()) else axes
+
+
+@covers("flip")
+@settings(max_examples=N_EXAMPLES)
+@given(case=shape_and_axes(), seed=SEEDS)
+@example(case=((2, 3, 4), (0, -1)), seed=0)
+@example(case=((5,), 0), seed=1)
+def test_grad_flip(case, seed):
+    shape, axes = case
+    a = normal(seed, shape)
+    x = leaf(a)
+    assert_forward(F.flip(x, axes), np.flip(a, axes), rtol=0, atol=0)
+    spread = axes if isinstance(axes, tuple) else (axes,)
+    assert_forward(x.flip(*spread), np.flip(a, axes), rtol=0, atol=0)   # x.flip(0, 1) as torch
+    check(lambda x: F.flip(x, axes), x)
+    assert_same(lambda x: F.flip(x, axes), lambda t: t.flip(spread), [a], seed, rtol=0, atol=0)
+
+
+@covers("squeeze")
+@settings(max_examples=N_EXAMPLES)
+@given(case=shape_and_axes(hnp.array_shapes(min_dims=0, max_dims=4, min_side=1, max_side=3)),
+       every=st.booleans(), seed=SEEDS)
+@example(case=((2, 1, 3, 1), (1, -1)), every=False, seed=0)
+@example(case=((2, 1, 3), 0), every=False, seed=1)          # not size 1: a no-op, as torch
+@example(case=((1, 1), ()), every=True, seed=2)
+@example(case=((), ()), every=False, seed=3)
+def test_grad_squeeze(case, every, seed):
+    shape, axes = case
+    axis = None if every else axes
+    a = normal(seed, shape)
+    x = leaf(a)
+    named = range(len(shape)) if axis is None else [
+        d % len(shape) for d in (axis if isinstance(axis, tuple) else (axis,))]
+    expected = a.reshape([n for d, n in enumerate(shape) if not (d in named and n == 1)])
+    assert_forward(F.squeeze(x, axis), expected, rtol=0, atol=0)
+    assert_forward(x.squeeze(axis), expected, rtol=0, atol=0)
+    check(lambda x: F.squeeze(x, axis), x)
+    assert_same(lambda x: F.squeeze(x, axis),
+                lambda t: t.squeeze() if axis is None else t.squeeze(axis), [a], seed,
+                rtol=0, atol=0)
+
+
+@covers("unsqueeze")
+@settings(max_examples=N_EXAMPLES)
+@given(shape=SHAPES, data=st.data(), seed=SEEDS)
+@example(shape=(), data=None, seed=0)
+def test_grad_unsqueeze(shape, data, seed):
+    ndim = len(shape)
+    axis = data.draw(st.integers(-ndim - 1, ndim)) if data is not None else 0
+    a = normal(seed, shape)
+    x = leaf(a)
+    assert_forward(F.unsqueeze(x, axis), np.expand_dims(a, axis), rtol=0, atol=0)
+    assert_forward(x.unsqueeze(axis), np.expand_dims(a, axis), rtol=0, atol=0)
+    check(lambda x: F.unsqueeze(x, axis), x)
+    assert_same(lambda x: F.unsqueeze(x, axis), lambda t: t.unsqueeze(axis), [a], seed,
+                rtol=0, atol=0)
+
+
+@covers("flatten")
+@settings(max_examples=N_EXAMPLES)
+@given(shape=SHAPES, data=st.data(), seed=SEEDS)
+@example(shape=(2, 3, 4), data=None, seed=0)
+@example(shape=(), data=None, seed=1)
+def test_grad_flatten(shape, data, seed):
+    n = max(len(shape), 1)
+    if data is None:
+        start, end = 0, -1
+    else:
+        start = data.draw(st.integers(-n, n - 1))
+        end = data.draw(st.integers(start % n, n - 1))          # not before start
+        end = end - n if data.draw(st.booleans()) else end
+    a = normal(seed, shape)
+    x = leaf(a)
+    dims = shape or (1,)
+    s, e = start % n, end % n
+    expected = a.reshape(dims[:s] + (int(np.prod(dims[s:e + 1])),) + dims[e + 1:])
+    assert_forward(F.flatten(x, start, end), expected, rtol=0, atol=0)
+    assert_forward(x.flatten(start, end), expected, rtol=0, atol=0)
+    check(lambda x: F.flatten(x, start, end), x)
+    assert_same(lambda x: F.flatten(x, start, end), lambda t: t.flatten(start, end), [a], seed,
+                rtol=0, atol=0)
+
+
+def test_squeeze_unsqueeze_flatten_flip_name_bad_axes_and_shapes():
+    x = leaf(normal(0, (2, 1, 3)))
+    for call, message in [(lambda: x.squeeze(3), r"squeeze: axis 3 .* shape \(2, 1, 3\)"),
+                          (lambda: x.squeeze((1, 1)), r"squeeze: .* more than once"),
+                          (lambda: x.unsqueeze(4), r"unsqueeze: axis 4 .* shape \(2, 1, 3\)"),
+                          (lambda: x.unsqueeze(-5), r"unsqueeze: axis -5 .* -4..3"),
+                          (lambda: x.flatten(0, 3), r"flatten: axis 3 .* shape \(2, 1, 3\)"),
+                          (lambda: x.flatten(2, 1), r"flatten: start_dim 2 comes after end_dim 1"),
+                          (lambda: x.flip(-4), r"flip: axis -4 .* shape \(2, 1, 3\)")]:
+        with pytest.raises(ValueError, match=message):
+            call()
+    with pytest.raises(TypeError, match="unsqueeze: axis must be an int"):
+        x.unsqueeze(1.5)
+    assert x.squeeze(0).shape == (2, 1, 3)         # a no-op on an axis that is not 1, as torch
 
 
 @st.composite
@@ -163,6 +274,45 @@ def test_repeat_is_torch_tensor_repeat_not_repeat_interleave():
 # ---------------------------------------------------------------------------------------------
 # Indexing: getitem, gather, embedding
 # ---------------------------------------------------------------------------------------------
+def torch_rule(a, index):
+    """PyTorch's reading of a[index], written another way than tensor's: an int (or a 0-d
+    integer array) is a basic index, so each int beside an advanced index is applied on its own,
+    as a view of its axis, with Ellipsis spelled out; then NumPy applies what is left, which has
+    no ints, so NumPy's rule is PyTorch's. Returns (the view of a, the rest of the index): the
+    forward is view[rest], the backward np.add.at(view of dx, rest, g)."""
+    parts = list(index) if isinstance(index, tuple) else [index]
+    def is_int(p):
+        return (isinstance(p, (int, np.integer)) and not isinstance(p, (bool, np.bool_))) or (
+            isinstance(p, np.ndarray) and p.ndim == 0 and p.dtype.kind in "iu")
+    def spans(p):           # how many axes of `a` an index part uses up
+        if p is None or p is Ellipsis:
+            return 0
+        if isinstance(p, (slice, int, np.integer)) and not isinstance(p, (bool, np.bool_)):
+            return 1
+        arr = np.asarray(p)
+        return arr.ndim if arr.dtype == bool else 1
+    advanced = [p for p in parts if isinstance(p, (np.ndarray, list, tuple, bool, np.bool_))
+                and not is_int(p)]
+    if not advanced or not any(is_int(p) for p in parts):
+        return a, index
+    if any(p is Ellipsis for p in parts):
+        at = next(i for i, p in enumerate(parts) if p is Ellipsis)
+        parts[at:at + 1] = [slice(None)] * (a.ndim - sum(spans(p) for p in parts))
+    view, rest, axis = a, [], 0          # axis: where the next part starts in `view`
+    for p in parts:
+        if is_int(p):
+            view = view[(slice(None),) * axis + (int(p),)]
+        else:
+            rest.append(p)
+            axis += spans(p)
+    return view, tuple(rest)
+
+
+def torch_indexed(a, index):
+    view, rest = torch_rule(a, index)
+    return view[rest]
+
+
 # getitem on a (4, 3, 5) tensor: every kind of index, and repeated integer arrays (scatter-add)
 GETITEM_INDEXES = {
     "int": 2,
@@ -196,7 +346,7 @@ GETITEM_INDEXES = {
 def test_grad_getitem(index):
     a = normal(0, (4, 3, 5))
     x = leaf(a)
-    assert_forward(x[index], a[index], rtol=0, atol=0)
+    assert_forward(x[index], torch_indexed(a, index), rtol=0, atol=0)
     check(lambda x: x[index], x)
 
 
@@ -237,14 +387,15 @@ def test_grad_getitem_random_index(case, seed):
     shape, index = case
     a = normal(seed, shape)
     x = leaf(a)
-    assert_forward(x[index], a[index], rtol=0, atol=0)
+    assert_forward(x[index], torch_indexed(a, index), rtol=0, atol=0)
     check(lambda x: x[index], x)
 
 
 def scatter_reference(shape, index, g):
     """The gradient of x[index] for upstream g: each place gets the sum of the g's it fed."""
     dx = np.zeros(shape)
-    np.add.at(dx, index, g)
+    view, rest = torch_rule(dx, index)         # a view into dx, and the index without ints
+    np.add.at(view, rest, g)
     return dx
 
 
@@ -272,7 +423,7 @@ def test_getitem_forward_and_scatter_backward(index):
     a = normal(0, (4, 3, 5))
     x = leaf(a)
     out = x[index]
-    np.testing.assert_array_equal(out.data, a[index])
+    np.testing.assert_array_equal(out.data, torch_indexed(a, index))
     g = normal(1, out.shape)
     out.backward(g)
     np.testing.assert_allclose(x.grad, scatter_reference(a.shape, index, g), rtol=0, atol=1e-15)
@@ -320,7 +471,7 @@ def test_getitem_property_forward_numpy_backward_add_at(case, seed):
     shape, index = case
     a = normal(seed, shape)
     try:
-        expected = a[index]
+        expected = torch_indexed(a, index)
     except IndexError:
         with pytest.raises(IndexError, match="getitem"):
             leaf(a)[index]
@@ -333,6 +484,44 @@ def test_getitem_property_forward_numpy_backward_add_at(case, seed):
     np.testing.assert_allclose(x.grad, scatter_reference(shape, index, g), rtol=0, atol=1e-14)
     if seed % 4 == 0:                          # a float64 gradcheck on some of them
         check(lambda x: x[index], leaf(a))
+
+
+# Where NumPy and PyTorch disagree: an int beside an array that a slice (or None) separates
+# from it. NumPy counts the int as advanced too and puts the broadcast axes first; PyTorch
+# applies the int as basic indexing, so the array is alone and its axis stays in place.
+TORCH_RULE_INDEXES = {
+    "int, slice, list, slice": (0, slice(None), [0, 1], slice(None)),   # (3, 2, 5), NumPy (2, 3, 5)
+    "slice, int, slice, list": (slice(None), 0, slice(None), [0, 1]),
+    "int, ellipsis, list": (0, Ellipsis, [0, 1]),
+    "None, int, slice, list": (None, 0, slice(None), [0, 1]),
+    "int, slice, two lists": (1, slice(None), [0, 1], [1, 2]),
+    "list first (both rules agree)": ([1, 0, 1], slice(None), -1),
+    "0-d array, slice, list": (np.array(1), slice(None), [3, 3]),
+    "int, mask, slice, list (agree)": (1, np.array([True, False, True]), slice(None), [4, 0]),
+}
+
+
+@pytest.mark.parametrize("index", TORCH_RULE_INDEXES.values(), ids=TORCH_RULE_INDEXES.keys())
+def test_getitem_puts_the_axes_where_torch_does(index):
+    torch = torch_or_skip()
+    a = normal(3, (2, 3, 4, 5))
+    t_index = tuple(torch.tensor(p) if isinstance(p, (list, np.ndarray)) else p for p in index)
+    x, t = leaf(a), torch.tensor(a, requires_grad=True)
+    out, t_out = x[index], t[t_index]
+    assert out.shape == tuple(t_out.shape)
+    np.testing.assert_array_equal(out.data, t_out.detach().numpy())
+    g = normal(4, out.shape)
+    out.backward(g)
+    t_out.backward(torch.tensor(g))
+    np.testing.assert_array_equal(x.grad, t.grad.numpy())
+    check(lambda x: x[index], leaf(a))
+
+
+def test_an_int_is_a_basic_index_as_in_torch():
+    # the issue's example: only the list is advanced, so its axis stays where it is
+    x = leaf(normal(0, (2, 3, 4, 5)))
+    assert x[0, :, [0, 1], :].shape == (3, 2, 5)           # NumPy's rule would give (2, 3, 5)
+    np.testing.assert_array_equal(x[0, :, [0, 1], :].data, x.data[0][:, [0, 1], :])
 
 
 @st.composite

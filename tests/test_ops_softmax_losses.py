@@ -239,6 +239,51 @@ def test_nll_loss_matches_torch(reduction, lead, classes, ignore, seed):
     check(fn, leaf(x))
 
 
+@covers("nll_loss")
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@settings(max_examples=N_TORCH_EXAMPLES)
+@given(lead=LEAD, classes=st.integers(1, 5), ignore=st.booleans(), seed=SEEDS)
+@example(lead=(4,), classes=3, ignore=True, seed=0)
+def test_nll_loss_with_class_weights_matches_torch(reduction, lead, classes, ignore, seed):
+    # torch's weighted mean divides by the sum of the weights of the kept rows' targets
+    rng = np.random.default_rng(seed)
+    x = normal(seed, lead + (classes,))
+    t = rng.integers(0, classes, size=lead)
+    w = positive(seed + 1, (classes,), low=0.1, high=4.0)
+    if ignore:
+        t.reshape(-1)[1::2] = -100
+    fn = lambda x: F.nll_loss(x, t, ignore_index=-100, reduction=reduction,  # noqa: E731
+                              weight=w)
+    def torch_fn(x):
+        out = TF.nll_loss(x.reshape(-1, classes), torch.tensor(t.reshape(-1)), ignore_index=-100,
+                          reduction=reduction, weight=torch.tensor(w))
+        return out.reshape(lead) if reduction == "none" else out
+    if (t != -100).any() or reduction != "mean":
+        assert_same(fn, torch_fn, [x], seed)
+    check(fn, leaf(x))
+    # by hand: the weighted mean over the kept rows
+    flat, keep = x.reshape(-1, classes), t.reshape(-1) != -100
+    picked = flat[keep, t.reshape(-1)[keep]] * w[t.reshape(-1)[keep]]
+    if reduction == "mean" and keep.any():
+        np.testing.assert_allclose(fn(leaf(x)).item(),
+                                   -picked.sum() / w[t.reshape(-1)[keep]].sum(), rtol=1e-12)
+
+
+def test_nll_loss_weight_errors_and_zero_weights():
+    x = leaf(normal(0, (3, 4)))
+    t = np.array([0, 1, 3])
+    with pytest.raises(ValueError, match=r"nll_loss: weight must hold one number per class, "
+                                         r"shape \(4,\), got shape \(3,\)"):
+        F.nll_loss(x, t, weight=np.ones(3))
+    with pytest.raises(TypeError, match="nll_loss: weight requires gradients"):
+        F.nll_loss(x, t, weight=leaf(np.ones(4)))
+    # every kept target weighs 0: the mean is 0 (as with every row ignored), not NaN
+    out = F.nll_loss(x, t, weight=np.array([0.0, 0.0, 1.0, 0.0]))
+    assert out.item() == 0.0
+    out.backward()
+    np.testing.assert_array_equal(x.grad, np.zeros((3, 4)))
+
+
 def test_cross_entropy_is_nll_of_log_softmax():
     z, t = normal(3, (4, 6)), np.array([5, 0, -1, 2])
     a, b = leaf(z), leaf(z)

@@ -429,7 +429,12 @@ def test_clip_grad_norm_scales_a_large_global_norm_down_to_max_norm(shapes, max_
         np.testing.assert_allclose(p.grad, g_before * (max_norm / total), rtol=2e-5, atol=1e-300)
 
 
-@given(shapes=grad_shapes, max_norm=st.floats(0.1, 10.0), fraction=st.floats(0.0, 1.0),
+# A norm strictly inside the bound: at most 0.999 · max_norm. The gradients are float64 with at
+# most 4 · 64 = 256 entries, so the norm clip_grad_norm_ computes (a sum of squares, then a square
+# root) is within ~260 ulps (< 1e-13, relative) of fraction · max_norm, far below the 1e-3 of
+# room left; a fraction up to 1.0 would let rounding land the norm a hair above max_norm, where
+# clipping rightly scales the gradients (the boundary is the other test's, with factor > 1).
+@given(shapes=grad_shapes, max_norm=st.floats(0.1, 10.0), fraction=st.floats(0.0, 0.999),
        seed=st.integers(0, 2**32 - 1))
 @settings(max_examples=40)
 def test_clip_grad_norm_leaves_a_small_norm_alone(shapes, max_norm, fraction, seed):
@@ -438,7 +443,7 @@ def test_clip_grad_norm_leaves_a_small_norm_alone(shapes, max_norm, fraction, se
     raw = [rng.standard_normal(s) for s in shapes]
     norm0 = np.linalg.norm(np.concatenate([g.ravel() for g in raw]))
     for p, g in zip(params, raw):
-        p.grad = np.asarray(g * (fraction * max_norm / norm0))   # global norm ≤ max_norm
+        p.grad = np.asarray(g * (fraction * max_norm / norm0))   # global norm < max_norm
     before = [p.grad.copy() for p in params]
     total = np.linalg.norm(np.concatenate([g.ravel() for g in before]))
     returned = optim.clip_grad_norm_(params, max_norm)

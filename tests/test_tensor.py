@@ -105,6 +105,17 @@ def op_cases(dtype):
         "tril": (lambda: F.tril(x), (x,)),
         "triu": (lambda: F.triu(x, 1), (x,)),
         "pad": (lambda: F.pad(x, (1, 2)), (x,)),
+        "floor_divide": (lambda: x // y, (x, y)),
+        "sin": (lambda: x.sin(), (x,)),
+        "cos": (lambda: x.cos(), (x,)),
+        "prod": (lambda: x.prod(axis=1), (x,)),
+        "cumsum": (lambda: x.cumsum(0), (x,)),
+        "flip": (lambda: x.flip(0, 1), (x,)),
+        "squeeze": (lambda: x.reshape(3, 1, 4).squeeze(), (x,)),
+        "unsqueeze": (lambda: x.unsqueeze(1), (x,)),
+        "flatten": (lambda: x.flatten(), (x,)),
+        "leaky_relu": (lambda: F.leaky_relu(x - 1.0, 0.1), (x,)),
+        "elu": (lambda: F.elu(x - 1.0), (x,)),
     }
 
 
@@ -163,11 +174,17 @@ def other_op_cases(dtype):
         "tril": lambda: F.tril(x),
         "triu": lambda: F.triu(x, 1),
         "pad": lambda: F.pad(x, (1, 1)),
+        "div": lambda: x.div(y, rounding_mode="trunc"),
+        "floor_divide": lambda: 3 // x,
+        "nll_loss": lambda: F.nll_loss(x, np.array([0, 3, -1]), weight=np.arange(4.0)),
+        "scaled_dot_product_attention": lambda: F.scaled_dot_product_attention(
+            x, x, x, mask=np.zeros((3, 3))),              # a float64 mask: q's dtype wins
     }, (x, y)
 
 
 OTHER_CASE_OPS = ("abs", "clip", "sigmoid", "silu", "rsqrt", "maximum", "minimum", "min",
-                  "logsumexp", "std", "expand", "repeat", "gather", "tril", "triu", "pad")
+                  "logsumexp", "std", "expand", "repeat", "gather", "tril", "triu", "pad", "div",
+                  "floor_divide", "nll_loss", "scaled_dot_product_attention")
 
 
 def test_the_second_dtype_table_covers_its_ops():
