@@ -28,9 +28,21 @@ SEED = click.IntRange(0, 2**32 - 1)        # what NumPy's generators accept
 THREADS_HELP = TrainOptions.__dataclass_fields__["threads"].metadata["help"]   # said once
 
 
+def check_threads(ctx, param, value):
+    """A click callback: --threads at most the cores this process may use (more only queue for
+    the same cores, and every parallel product waits for the thread that has none)."""
+    from tensor.kernels.threads import check_thread_count
+    if value is not None:
+        try:
+            check_thread_count(value)
+        except ValueError as e:
+            raise click.UsageError(str(e), ctx) from None
+    return value
+
+
 def threads_option(f):
     """`--threads N`, the same on every command."""
-    return click.option("--threads", type=POSITIVE, help=THREADS_HELP)(f)
+    return click.option("--threads", type=POSITIVE, callback=check_threads, help=THREADS_HELP)(f)
 
 
 def set_threads(threads: int | None) -> None:
