@@ -137,7 +137,7 @@ def test_missing_key(tmp_path, hf_source):
 def test_more_layers_in_config_than_in_the_file(tmp_path, hf_source):
     config = {**hf_config_by_hand(hf_source.config), "n_layer": 3}
     msg = load_error(write_hf_dir_by_hand(tmp_path / "m", hf_source, config=config))
-    assert "model.safetensors" in msg and f"missing key '{PREFIX}h.2." in msg
+    assert "config.json: n_layer is 3" in msg and "model.safetensors holds 2 blocks" in msg
 
 
 def test_unexpected_key(tmp_path, hf_source):

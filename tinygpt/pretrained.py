@@ -73,6 +73,7 @@ def open_source(name_or_path):
     from .loading import Source
     directory = resolve(name_or_path)
     config = config_from_hf(read_hf_config(directory / CONFIG_FILE), directory / CONFIG_FILE)
+    check_config_against_header(directory, config)
     tokenizer, vocabulary = load_tokenizer(directory)
     is_dir = os.path.isdir(os.fspath(name_or_path))
     description = (f"{name_or_path} (Hugging Face GPT-2 directory)" if is_dir else
@@ -83,7 +84,8 @@ def open_source(name_or_path):
                   vocabulary_fix=("Restore the original file, or re-export the model" if char_vocab
                                   else f"Add the model's own {VOCAB_FILE} and {MERGES_FILE}, or "
                                        f"restore the original files"),
-                  weights=lambda model: _weights(directory, model), error=PretrainedError)
+                  weights=lambda model: _weights(directory, model), error=PretrainedError,
+                  config_file=str(directory / CONFIG_FILE))
 
 
 def resolve(name_or_path) -> Path:
@@ -269,6 +271,47 @@ def _weights(directory: Path, model: GPT):
         raise PretrainedError(str(e)) from None
     except ValueError as e:                      # a weight that cannot be quantized (nan, inf)
         raise PretrainedError(f"{path}: {e}") from None
+
+
+_BLOCK = re.compile(r"h\.(\d+)\.")
+
+
+def check_config_against_header(directory: Path, config: GPTConfig) -> None:
+    """config.json's sizes against the shapes in model.safetensors' header (read alone, a few
+    kB), before a model is built from them: vocab_size and n_embd against wte, n_positions
+    against wpe, n_layer against the blocks h.0 ... h.N-1 the file holds. A config.json that
+    says vocab_size 1e9 would otherwise be built first (a 60 GB table of zeros) and fail there,
+    and n_layer 1e12 would build blocks until memory ran out. What the header does not show
+    is left to match_hf_keys, once the model exists."""
+    path, config_path = directory / WEIGHTS_FILE, directory / CONFIG_FILE
+    if not path.exists():
+        _refuse_other_formats(directory, path)
+    try:
+        with open_safetensors(path) as f:
+            shapes = {(k[len(_PREFIX):] if k.startswith(_PREFIX) else k): f.shape(k)
+                      for k in f.names()}
+    except SafetensorsError as e:
+        raise PretrainedError(str(e)) from None
+
+    def refuse(field, value, why):
+        return PretrainedError(f"{config_path}: {field} is {value:,}, but {path} {why}. Does "
+                               f"{CONFIG_FILE} belong to these weights?")
+
+    blocks = {int(m.group(1)) for m in map(_BLOCK.match, shapes) if m}
+    if len(blocks) != config.n_layer:
+        raise refuse("n_layer", config.n_layer, f"holds {len(blocks):,} "
+                     f"block{'' if len(blocks) == 1 else 's'} (h.0 ... h.N-1)")
+    for name, fields in (("wte.weight", (("vocab_size", config.vocab_size),
+                                         ("n_embd", config.n_embd))),
+                         ("wpe.weight", (("n_positions", config.block_size),
+                                         ("n_embd", config.n_embd)))):
+        shape = shapes.get(name)
+        if shape is None or len(shape) != 2:
+            continue                        # match_hf_keys names a missing or odd key
+        for axis, ((field, value), size) in enumerate(zip(fields, shape)):
+            if value != size:
+                raise refuse(field, value, f"has {name} of shape {list(shape)} "
+                             f"({size:,} {'rows' if axis == 0 else 'columns'})")
 
 
 def _check_tied_rows(f, lm_head: str, keys: dict, path: str) -> None:
