@@ -148,6 +148,8 @@ def check_memory(config, weight_dtype: str, where: str, error: type = LoadError)
 
 def format_bytes(n: int) -> str:
     """1234567 -> "1.2 MB" (powers of 1000, as `free -h --si` and the download pages count)."""
+    if n >= 10**15:
+        return f"{n:.1e} bytes"
     for unit, size in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
         if n >= size:
             return f"{n / size:,.1f} {unit}"

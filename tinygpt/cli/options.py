@@ -107,6 +107,9 @@ def load_for_command(model_name, which: str = "best", weight_dtype: str = "float
 # Sampling: `sample` and `generate` share their options and their output
 # ----------------------------------------------------------------------------------------------
 
+MAX_SAMPLES = 1_000_000     # --num-samples past it is a slip of the keyboard, not a plan
+
+
 def sampling_options(f):
     """The options `sample` and `generate` share: same names, defaults and meanings."""
     options = [
@@ -115,7 +118,10 @@ def sampling_options(f):
                      help="Text to continue (or give it as the argument PROMPT). Empty: a new "
                           "document for a BPE model (<|endoftext|>), a newline for a character "
                           "model."),
-        click.option("--num-samples", type=POSITIVE, default=1, show_default=True),
+        click.option("--num-samples", type=click.IntRange(1, MAX_SAMPLES), default=1,
+                     show_default=True,
+                     help=f"How many samples to write (at most {MAX_SAMPLES:,}); they are decoded "
+                          f"together, as many at a time as fit in memory."),
         click.option("--max-new-tokens", type=POSITIVE, default=200, show_default=True),
         click.option("--temperature", type=Number(0), default=0.8, show_default=True,
                      help="Higher is more random; 0 always picks the likeliest token."),
