@@ -58,7 +58,7 @@ class Source:
 
 
 def load_model(name_or_dir, *, which: str = "best", dtype=np.float32, weight_dtype: str = "float32",
-               log=None):
+               log=None, option: str = "--model"):
     """(model in eval mode, tokenizer, description) from a GPT-2 name, a Hugging Face GPT-2
     directory, or a training run (`which`: its "best" or "latest" checkpoint).
 
@@ -66,13 +66,15 @@ def load_model(name_or_dir, *, which: str = "best", dtype=np.float32, weight_dty
     quantized as they are read, one tensor at a time, so the peak memory is the compact model
     plus one float32 tensor, not the float32 model; the model is then for inference only. A
     bfloat16 Hugging Face file keeps its bits. dtype: the float dtype of an unquantized model.
-    log(line): where a run's warnings go (say, a damaged checkpoint skipped for an older one)."""
+    log(line): where a run's warnings go (say, a damaged checkpoint skipped for an older one).
+    option: the command's option that named the model (`--model`; train's `--init-from`), which
+    the advice in errors names."""
     from .quantize import check_weight_dtype
     if which not in WHICH:
         raise ValueError(f"load_model: which must be 'best' or 'latest', got {which!r}")
     check_weight_dtype("load_model", weight_dtype, dtype)
     try:
-        return _load(name_or_dir, which, dtype, weight_dtype, log)
+        return _load(name_or_dir, which, dtype, weight_dtype, log, option)
     except OSError as e:           # unreadable (permissions), a directory, an I/O error, ...
         raise _unreadable(name_or_dir, e) from None
 
@@ -89,14 +91,14 @@ def _unreadable(name_or_dir, e: OSError) -> LoadError:
                  f"a file this user may read")
 
 
-def _load(name_or_dir, which: str, dtype, weight_dtype: str, log):
+def _load(name_or_dir, which: str, dtype, weight_dtype: str, log, option: str):
     from . import checkpoint, pretrained
     from .model import GPT
     from .quantize import load_weights
     if checkpoint.is_checkpoint(name_or_dir):
         source = checkpoint.open_source(name_or_dir, which, log)
     else:
-        source = pretrained.open_source(name_or_dir)
+        source = pretrained.open_source(name_or_dir, option)
     check_vocabulary(source.tokenizer, source.config.vocab_size, source.vocabulary_file,
                      source.vocabulary_fix, source.error)
     check_memory(source.config, weight_dtype, source.config_file or source.description,
@@ -107,7 +109,7 @@ def _load(name_or_dir, which: str, dtype, weight_dtype: str, log):
             load_weights(model, weight_dtype, read)
     except LoadError:
         if source.vanished():                  # pruned between the check and the read
-            return _load(name_or_dir, which, dtype, weight_dtype, log)
+            return _load(name_or_dir, which, dtype, weight_dtype, log, option)
         raise
     return model.eval(), source.tokenizer, source.description
 
@@ -119,9 +121,10 @@ def check_vocabulary(tok, rows: int, where: str, fix: str, error: type = LoadErr
     so a difference there means the vocabulary is not this model's."""
     exact = getattr(tok, "eot_token", None) is None
     if tok.vocab_size > rows or (exact and tok.vocab_size != rows):
-        raise error(f"{where} has {tok.vocab_size} tokens but the weights have {rows} "
-                        f"(wte.weight has {rows} rows): the tokenizer does not belong to these "
-                        f"weights. {fix}")
+        raise error(f"{where} has {tok.vocab_size} token{'' if tok.vocab_size == 1 else 's'} "
+                    f"but the weights have {rows} (wte.weight has {rows} "
+                    f"row{'' if rows == 1 else 's'}): the tokenizer does not belong to these "
+                    f"weights. {fix}")
 
 
 def check_memory(config, weight_dtype: str, where: str, error: type = LoadError) -> None:

@@ -60,7 +60,7 @@ class PretrainedError(LoadError):
 # The entry point
 # ----------------------------------------------------------------------------------------------
 
-def open_source(name_or_path):
+def open_source(name_or_path, option: str = "--model"):
     """A GPT-2 name (gpt2, gpt2-medium, gpt2-large, gpt2-xl, optionally prefixed
     "openai-community/") or a local Hugging Face GPT-2 directory, as what tinygpt/loading.py
     loads: its config.json and tokenizer read and checked, its weights not yet read.
@@ -69,9 +69,10 @@ def open_source(name_or_path):
     with HF_HUB_OFFLINE=1 only the cache is used. A directory is read with no network at all.
     The weights are read one tensor at a time (F16 and BF16 widened to float32, or BF16 kept as
     its bits for --dtype bfloat16): every key and shape is checked from the header first, and
-    lm_head.weight, if stored, must equal wte (GPT-2 ties them)."""
+    lm_head.weight, if stored, must equal wte (GPT-2 ties them). option: the command's option
+    that named the model (`--model`, or train's `--init-from`), for the advice in errors."""
     from .loading import Source
-    directory = resolve(name_or_path)
+    directory = resolve(name_or_path, option)
     config = config_from_hf(read_hf_config(directory / CONFIG_FILE), directory / CONFIG_FILE)
     check_config_against_header(directory, config)
     tokenizer, vocabulary = load_tokenizer(directory)
@@ -88,7 +89,7 @@ def open_source(name_or_path):
                   config_file=str(directory / CONFIG_FILE))
 
 
-def resolve(name_or_path) -> Path:
+def resolve(name_or_path, option: str = "--model") -> Path:
     """The local directory holding the files: the path itself, or the Hub cache for a name."""
     path = Path(os.fspath(name_or_path)).expanduser()
     if path.is_dir():
@@ -96,9 +97,9 @@ def resolve(name_or_path) -> Path:
     text = str(name_or_path)
     name = text[len(HUB_ORG) + 1:] if text.startswith(HUB_ORG + "/") else text
     if name in GPT2_NAMES:
-        return download(name)
+        return download(name, option)
     if path.exists():
-        raise PretrainedError(f"{path} is a file; --model wants a directory holding {CONFIG_FILE} "
+        raise PretrainedError(f"{path} is a file; {option} wants a directory holding {CONFIG_FILE} "
                               f"and {WEIGHTS_FILE} (a Hugging Face GPT-2 directory), or a name")
     raise PretrainedError(f"{text!r} is neither a directory nor a GPT-2 name; give a training "
                           f"run (`tinygpt train --out {text}` makes one), a Hugging Face "
@@ -130,7 +131,7 @@ def _hub_reachable(endpoint: str, timeout: float = 5.0) -> bool:
     return True
 
 
-def download(name: str) -> Path:
+def download(name: str, option: str = "--model") -> Path:
     """The four files of openai-community/<name> in the Hub cache (fetched once); their folder.
 
     Files already in the cache are used without contacting the Hub (GPT-2's files never change),
@@ -144,7 +145,7 @@ def download(name: str) -> Path:
     except ImportError:
         raise PretrainedError(
             f"downloading {name!r} needs the optional package huggingface_hub: "
-            f"pip install 'tinygpt[hub]'. Or pass --model DIR, a local directory holding "
+            f"pip install 'tinygpt[hub]'. Or pass {option} DIR, a local directory holding "
             f"{', '.join(HUB_FILES)}") from None
     repo, offline = f"{HUB_ORG}/{name}", _offline()
     reachable = []                      # the Hub probe's answer, asked at the first cache miss
@@ -169,11 +170,11 @@ def download(name: str) -> Path:
             raise PretrainedError(
                 f"{repo}/{filename} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
                 f"and {why}. Connect to the internet (and unset HF_HUB_OFFLINE) to download it "
-                f"once, or pass --model DIR, a local directory holding "
+                f"once, or pass {option} DIR, a local directory holding "
                 f"{', '.join(HUB_FILES)}") from None
         except Exception as e:   # HTTP status, connection reset, disk full: say which file
             raise PretrainedError(f"downloading {repo}/{filename} failed ({type(e).__name__}: "
-                                  f"{e}); check the connection and retry, or pass --model DIR, "
+                                  f"{e}); check the connection and retry, or pass {option} DIR, "
                                   f"a local directory holding {', '.join(HUB_FILES)}") from e
     folders = {p.parent for p in paths}
     if len(folders) != 1:      # hf_hub_download puts one revision's files in one snapshot folder

@@ -13,8 +13,8 @@ import time
 
 import click
 
-from .options import (MODEL_HELP, dtype_option, load_for_command, pick_prompt, prompt_ids,
-                      run_option, sampling_options, set_threads)
+from .options import (MODEL_HELP, dtype_option, load_for_command, pick_prompt, plural,
+                      prompt_ids, run_option, sampling_options, set_threads)
 
 
 def _sampling_command(name: str, model_option, doc: str):
@@ -96,7 +96,7 @@ def print_samples(model, tok, prompt: str, num_samples: int, max_new_tokens: int
     together = ("" if num_samples == 1 else
                 f"{num_samples} samples decoded together: " if per_batch >= num_samples else
                 f"{num_samples} samples, decoded {per_batch} at a time (what fits in memory): ")
-    click.echo(f"[{together}{count[0]} tokens in {seconds:.1f} s, "
+    click.echo(f"[{together}{plural(count[0], 'token')} in {seconds:.1f} s, "
                f"{count[0] / max(seconds, 1e-9):.1f} tokens/s"
                f"{'; stopped by Ctrl-C' if stopped else ''}]", err=True)
 
@@ -116,8 +116,8 @@ def samples_per_batch(config, prompt_tokens: int, num_samples: int, max_new_toke
     if row > budget:
         cause = {"cache": f"the key/value cache of the model ({config.n_layer} layers of "
                           f"{config.n_embd}, context {config.block_size})",
-                 "window": f"a pass over the prompt ({prompt_tokens:,} tokens)",
-                 "tokens": f"keeping --max-new-tokens {max_new_tokens:,} tokens"}
+                 "window": f"a pass over the prompt ({plural(prompt_tokens, 'token')})",
+                 "tokens": f"keeping --max-new-tokens {max_new_tokens:,} of them"}
         worst = max(parts, key=parts.get)
         raise click.ClickException(
             f"one sample needs about {format_bytes(row)} of memory, mostly for "
