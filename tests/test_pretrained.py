@@ -286,3 +286,14 @@ def test_name_served_from_the_cache_without_the_network(monkeypatch, no_network,
     monkeypatch.setattr(empty_hub_cache, "hf_hub_download", fake)
     model, _ = load_model("gpt2-medium")[:2]
     np.testing.assert_array_equal(logits(model, hf_ids), logits(hf_source, hf_ids))
+
+
+def test_offline_advice_names_the_option_of_the_running_command(tmp_path, monkeypatch):
+    from tinygpt.loading import load_model
+    from tinygpt.pretrained import PretrainedError
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache" / "hub"))
+    with pytest.raises(PretrainedError) as e:
+        load_model("gpt2", option="--init-from")
+    assert "--init-from DIR" in str(e.value) and "--model" not in str(e.value)
