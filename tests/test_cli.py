@@ -650,3 +650,108 @@ def test_cli_prepare(tmp_path, shakespeare):
     ]:
         result = runner.invoke(prepare_cmd, args)
         assert result.exit_code == code and message in result.output, (args, result.output)
+
+
+# ----- sizes that multiply into memory, threads, Ctrl-C, unreadable files ------------------------
+
+@pytest.mark.parametrize("cmd", [["generate"], ["sample"], ["inspect"], ["perplexity", "README.md"]])
+def test_threads_above_the_usable_cores_is_a_usage_error(monkeypatch, hf_dir, cmd):
+    from tensor.kernels import threads
+    monkeypatch.setattr(threads, "_cpu_cores", lambda: [0, 1])      # a 2-core affinity mask
+    for n in ("3", "100000000000000000000"):
+        result = invoke(*cmd, "--model", hf_dir, "--threads", n, "hi")
+        clean_error(result, 2, f"--threads {n}: this process may use 2 cores", "--threads 2 or fewer")
+
+
+def test_usable_cores_is_the_affinity_mask(monkeypatch):
+    import os
+
+    from tensor.kernels import threads
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    assert threads.usable_cores() == 3
+
+
+def test_an_absurd_num_samples_is_refused_before_the_model_is_loaded(hf_dir):
+    result = invoke("generate", "--model", hf_dir, "--num-samples", "100000000000000000000", "hi")
+    clean_error(result, 2, "--num-samples", "100000000000000000000")
+    assert "loading" not in result.output
+
+
+def test_a_sample_that_cannot_fit_in_memory_is_a_one_line_error(trained_run, monkeypatch):
+    import tinygpt.train
+    result = invoke("sample", "--model", trained_run, "--max-new-tokens", "100000000000000000000")
+    clean_error(result, 1, "--max-new-tokens 100,000,000,000,000,000,000", "is available")
+    calls = []                      # enough for the weights (the first look), not for a sample
+    monkeypatch.setattr(tinygpt.train, "available_memory",
+                        lambda: 10**9 if not calls.append(1) and len(calls) == 1 else 1000)
+    result = invoke("sample", "--model", trained_run, "--max-new-tokens", "5")
+    clean_error(result, 1, "one sample needs about", "1.0 kB is available")
+
+
+def _row_bytes(run, prompt_tokens, new):
+    from tinygpt.generate import generation_bytes
+    model = load_run(run)[0]
+    return sum(generation_bytes(model.config, prompt_tokens, new).values())
+
+
+def test_num_samples_that_do_not_fit_together_are_decoded_in_batches(ten_iteration_run,
+                                                                     monkeypatch):
+    import tinygpt.generate as gen
+    import tinygpt.train
+    from tinygpt import loading
+    rows, batch = [], gen.generate_batch
+    monkeypatch.setattr(gen, "generate_batch", lambda m, prompts, *a, **k:
+                        rows.append(len(prompts)) or batch(m, prompts, *a, **k))
+    # memory for two rows at a time (generation takes half of what is available)
+    two_rows = 2 * 2 * _row_bytes(ten_iteration_run, 6, 20) + 1
+    monkeypatch.setattr(tinygpt.train, "available_memory", lambda: two_rows)
+    r = invoke("sample", "--model", ten_iteration_run, "--num-samples", "5", "--seed", "5",
+               "--max-new-tokens", "20", "ROMEO:")
+    assert r.exit_code == 0, r.output
+    model, tok, _ = loading.load_model(ten_iteration_run)
+    ids = tok.encode("ROMEO:")
+    want = ["ROMEO:" + tok.decode(list(generate(model, ids, 20, temperature=0.8, top_k=200,
+                                                seed=5 + n, vocab_size=tok.vocab_size)))
+            for n in range(5)]
+    assert r.stdout == "\n".join(want[:1] + [s for w in want[1:] for s in ("-" * 40, w)]) + "\n"
+    assert rows == [2, 2]                       # the fifth sample is streamed on its own
+    assert "5 samples, decoded 2 at a time" in r.stderr
+
+
+def test_ctrl_c_stops_every_batch_and_says_so(ten_iteration_run, monkeypatch):
+    import tinygpt.generate as gen
+    import tinygpt.train
+    calls, batch = [], gen.generate_batch
+
+    def interrupted(m, prompts, *a, **k):
+        calls.append(len(prompts))
+        for i, step in enumerate(batch(m, prompts, *a, **k)):
+            if i == 3:
+                raise KeyboardInterrupt
+            yield step
+    two_rows = 2 * 2 * _row_bytes(ten_iteration_run, 6, 20) + 1
+    monkeypatch.setattr(gen, "generate_batch", interrupted)
+    monkeypatch.setattr(tinygpt.train, "available_memory", lambda: two_rows)
+    r = invoke("sample", "--model", ten_iteration_run, "--num-samples", "4", "--seed", "1",
+               "--max-new-tokens", "20", "ROMEO:")
+    clean_error(r, 0)
+    assert calls == [2]                          # the second batch never started
+    first, second = r.stdout.split("-" * 40 + "\n")
+    assert len(first) == len("ROMEO:") + 3 + 1 and len(second) == len("ROMEO:") + 3 + 1
+    assert "6 tokens" in r.stderr and "stopped by Ctrl-C" in r.stderr
+
+
+@pytest.mark.parametrize("cmd", [["generate", "hi"], ["inspect", "hi"], ["perplexity", "README.md"]])
+def test_an_unreadable_weights_file_is_a_one_line_error(tmp_path, hf_source, cmd):
+    from helpers import write_hf_dir
+    d = write_hf_dir(tmp_path / "m", hf_source)
+    (d / "model.safetensors").unlink()
+    (d / "model.safetensors").mkdir()            # reading it is an OSError, as chmod 000 is
+    result = invoke(cmd[0], "--model", d, *cmd[1:])
+    clean_error(result, 1, f"cannot read {d / 'model.safetensors'}")
+
+
+def test_a_one_token_file_says_token_not_tokens(trained_run, tmp_path):
+    (tmp_path / "one.txt").write_text("a")
+    result = invoke("perplexity", "--model", trained_run, tmp_path / "one.txt")
+    clean_error(result, 1, "holds 1 token;")

@@ -89,3 +89,12 @@ def test_export_refuses_to_clobber(tmp_path, hf_source):
 def test_export_of_a_missing_checkpoint(tmp_path):
     result = export(tmp_path / "nothing", tmp_path / "hf")
     assert result.exit_code == 1 and "tinygpt train" in result.output
+
+
+def test_export_of_a_character_model_notes_what_its_vocabulary_file_is(trained_run, tmp_path):
+    result = export(trained_run, tmp_path / "hf")
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stdout.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and "tinygpt_char_vocab.json" in notes[0]
+    assert "AutoTokenizer cannot load a character vocabulary" in notes[0]
+    assert f"tinygpt generate --model {tmp_path / 'hf'}" in notes[0]

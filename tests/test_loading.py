@@ -163,3 +163,98 @@ def test_tinygpt_load_reads_a_hugging_face_directory(tmp_path, hf_source, hf_ids
     np.testing.assert_array_equal(logits(model, hf_ids), logits(hf_source, hf_ids))
     assert not model.training and str(d) in description and "Hugging Face" in description
     assert tok.encode("Hello world") == GPT2Tokenizer.from_tiktoken().encode("Hello world")
+
+
+# ----- what cannot be loaded: a one-line LoadError, before anything big is allocated -----------
+
+def _with(tensors, name, index, value):
+    out = {k: v.copy() for k, v in tensors.items()}        # never the source model's arrays
+    out[name][index] = value
+    return out
+
+
+@pytest.mark.parametrize("name, index, value", [
+    ("h.0.mlp.c_fc.weight", (2, 5), np.nan),     # a Linear: quantized by bfloat16 and int8
+    ("wte.weight", (40000, 3), -np.inf),          # the table, read in blocks of rows
+    ("ln_f.weight", (7,), np.inf),                # a LayerNorm: float32 at every dtype
+])
+@pytest.mark.parametrize("weight_dtype", ["float32", "bfloat16", "int8"])
+def test_a_non_finite_weight_is_refused_at_load(tmp_path, hf_source, name, index, value,
+                                                weight_dtype):
+    from helpers import hf_tensors_by_hand
+    from tinygpt.pretrained import PretrainedError
+    tensors = _with(hf_tensors_by_hand(hf_source), "transformer." + name, index, value)
+    d = write_hf_dir_by_hand(tmp_path / "m", hf_source, tensors)
+    with pytest.raises(PretrainedError) as e:
+        load_model(d, weight_dtype=weight_dtype)
+    where = "[" + ", ".join(map(str, index)) + "]"
+    assert f"model.safetensors: {name} holds {value} at {where}" in str(e.value)
+
+
+def test_a_checkpoint_with_a_non_finite_weight_is_refused_at_load(tmp_path, hf_source):
+    from helpers import write_checkpoint
+    from tinygpt.checkpoint import CheckpointError
+    model = GPT(hf_source.config, init=False)
+    model.load_state_dict(_with(hf_source.state_dict(), "h.1.attn.c_proj.weight", (0, 1), np.nan))
+    run = write_checkpoint(tmp_path / "run", model, {"type": "gpt2"})
+    for weight_dtype in ("float32", "int8"):
+        with pytest.raises(CheckpointError, match=r"model\.safetensors: h\.1\.attn\.c_proj\.weight "
+                                                  r"holds nan at \[0, 1\]"):
+            load_model(run, weight_dtype=weight_dtype)
+
+
+def test_an_unreadable_weights_file_is_a_load_error(tmp_path, hf_source, monkeypatch):
+    import builtins
+
+    import tensor.io
+    from tinygpt.loading import LoadError
+    d = write_hf_dir(tmp_path / "m", hf_source)
+    weights = str(d / "model.safetensors")
+
+    def denied(path, *args, **kwargs):           # what chmod 000 does to a user who is not root
+        if str(path) == weights:
+            raise PermissionError(13, "Permission denied", weights)
+        return builtins.open(path, *args, **kwargs)
+    monkeypatch.setattr(tensor.io, "open", denied, raising=False)
+    with pytest.raises(LoadError, match=f"cannot read {weights}: Permission denied"):
+        load_model(d)
+    monkeypatch.undo()
+    (d / "model.safetensors").unlink()
+    (d / "model.safetensors").mkdir()              # a directory where the file should be
+    with pytest.raises(LoadError, match=f"cannot read {weights}: Is a directory"):
+        load_model(d)
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("vocab_size", 10**9, "wte.weight of shape [50257, 16] (50,257 rows)"),
+    ("n_layer", 10**12, "holds 2 blocks"),
+    ("n_positions", 4096, "wpe.weight of shape [32, 16] (32 rows)"),
+])
+def test_a_config_that_disagrees_with_the_weights_header(tmp_path, hf_source, field, value, says):
+    from helpers import hf_config_by_hand
+    from tinygpt.pretrained import PretrainedError
+    config = {**hf_config_by_hand(hf_source.config), field: value}
+    if field == "n_positions":
+        config["n_ctx"] = value
+    d = write_hf_dir_by_hand(tmp_path / "m", hf_source, config=config)
+    with pytest.raises(PretrainedError) as e:
+        load_model(d)
+    assert f"config.json: {field} is {value:,}, but" in str(e.value) and says in str(e.value)
+
+
+def test_weights_that_do_not_fit_in_memory_are_refused_before_the_model_is_built(tmp_path,
+                                                                                  hf_source,
+                                                                                  monkeypatch):
+    import tinygpt.model
+    import tinygpt.train
+    from tinygpt.pretrained import PretrainedError
+    d = write_hf_dir(tmp_path / "m", hf_source)
+    float32_bytes = 4 * sum(p.size for _, p in hf_source.named_parameters())    # the oracle
+    monkeypatch.setattr(tinygpt.train, "available_memory", lambda: float32_bytes - 1)
+    built = []
+    monkeypatch.setattr(tinygpt.model.GPT, "__init__",
+                        lambda self, *a, **k: built.append(1) or 1 / 0)
+    with pytest.raises(PretrainedError, match=r"config.json: n_layer 2, n_embd 16, vocab_size "
+                                              r"50257 .* in float32, but .* is available"):
+        load_model(d)
+    assert not built

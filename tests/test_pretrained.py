@@ -137,7 +137,7 @@ def test_missing_key(tmp_path, hf_source):
 def test_more_layers_in_config_than_in_the_file(tmp_path, hf_source):
     config = {**hf_config_by_hand(hf_source.config), "n_layer": 3}
     msg = load_error(write_hf_dir_by_hand(tmp_path / "m", hf_source, config=config))
-    assert "model.safetensors" in msg and f"missing key '{PREFIX}h.2." in msg
+    assert "config.json: n_layer is 3" in msg and "model.safetensors holds 2 blocks" in msg
 
 
 def test_unexpected_key(tmp_path, hf_source):
@@ -286,3 +286,14 @@ def test_name_served_from_the_cache_without_the_network(monkeypatch, no_network,
     monkeypatch.setattr(empty_hub_cache, "hf_hub_download", fake)
     model, _ = load_model("gpt2-medium")[:2]
     np.testing.assert_array_equal(logits(model, hf_ids), logits(hf_source, hf_ids))
+
+
+def test_offline_advice_names_the_option_of_the_running_command(tmp_path, monkeypatch):
+    from tinygpt.loading import load_model
+    from tinygpt.pretrained import PretrainedError
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache" / "hub"))
+    with pytest.raises(PretrainedError) as e:
+        load_model("gpt2", option="--init-from")
+    assert "--init-from DIR" in str(e.value) and "--model" not in str(e.value)

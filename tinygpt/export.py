@@ -139,9 +139,11 @@ def _write(model, tok, dst: Path, written: list) -> list[str]:
             "note": "tinygpt's character vocabulary. Hugging Face tokenizers cannot read it; "
                     "tinygpt.load (and `tinygpt generate --model DIR`) can.",
             "tokenizer": tok.to_dict()})
-        lines.append(f"wrote {dst / CHAR_VOCAB_FILE}: the model is character-level, and "
-                     f"transformers' tokenizers cannot use this vocabulary; encode text yourself "
-                     f"with it, or use `tinygpt generate --model {dst}`")
+        lines.append(f"wrote {dst / CHAR_VOCAB_FILE}: the model's {tok.vocab_size} characters")
+        lines.append(f"note: {CHAR_VOCAB_FILE} is tinygpt's character vocabulary (JSON; token id "
+                     f"= position in tokenizer.chars); transformers' AutoTokenizer cannot load a "
+                     f"character vocabulary, so encode text with it yourself for "
+                     f"GPT2LMHeadModel, or run `tinygpt generate --model {dst}`")
     written.append(dst / CONFIG_FILE)
     atomic_write_json(dst / CONFIG_FILE, hf_config(c, tok.eot_token if is_bpe else None))
     lines.append(f"wrote {dst / CONFIG_FILE}; load it with "

@@ -146,6 +146,32 @@ def generate_batch(model: GPT, prompts, max_new_tokens: int, temperature: float 
 
 
 # ----------------------------------------------------------------------------------------------
+# Memory: how many rows generate_batch may decode at once
+# ----------------------------------------------------------------------------------------------
+
+TOKEN_BYTES = 100       # a token kept in Python: its id in a list, its piece of text
+
+
+def generation_bytes(config, prompt_tokens: int, max_new_tokens: int) -> dict[str, int]:
+    """Bytes that one row of generate_batch holds at its peak, roughly, from the sizes alone
+    (float32; a batch of B rows needs B times each):
+
+        cache   the KVCache: per layer keys and values, (nh, cap, hs) each, where cap, the
+                buffer's length, doubles as it fills: at most 2 * the context (and one layer's
+                new buffer beside its old one while it grows)
+        window  a pass over a whole window (the prompt, or the last block_size tokens when
+                the context slides): about 16 (T, C) arrays in a block (q, k, v, the MLP's 4C,
+                residuals, layer norms) and two (nh, T, T) attention maps; the logits (V,)
+        tokens  the prompt and the new tokens kept as Python ids and text"""
+    C, L, nh, V = config.n_embd, config.n_layer, config.n_head, config.vocab_size
+    context = min(config.block_size, prompt_tokens + max_new_tokens)
+    cap = max(16, 2 * context)
+    return {"cache": 4 * 2 * C * cap * (L + 1),
+            "window": 4 * (16 * context * C + 2 * nh * context * context + 2 * V),
+            "tokens": TOKEN_BYTES * (prompt_tokens + max_new_tokens)}
+
+
+# ----------------------------------------------------------------------------------------------
 # Text in, text out: what every command and example shares around generate()
 # ----------------------------------------------------------------------------------------------
 

@@ -60,7 +60,7 @@ class PretrainedError(LoadError):
 # The entry point
 # ----------------------------------------------------------------------------------------------
 
-def open_source(name_or_path):
+def open_source(name_or_path, option: str = "--model"):
     """A GPT-2 name (gpt2, gpt2-medium, gpt2-large, gpt2-xl, optionally prefixed
     "openai-community/") or a local Hugging Face GPT-2 directory, as what tinygpt/loading.py
     loads: its config.json and tokenizer read and checked, its weights not yet read.
@@ -69,10 +69,12 @@ def open_source(name_or_path):
     with HF_HUB_OFFLINE=1 only the cache is used. A directory is read with no network at all.
     The weights are read one tensor at a time (F16 and BF16 widened to float32, or BF16 kept as
     its bits for --dtype bfloat16): every key and shape is checked from the header first, and
-    lm_head.weight, if stored, must equal wte (GPT-2 ties them)."""
+    lm_head.weight, if stored, must equal wte (GPT-2 ties them). option: the command's option
+    that named the model (`--model`, or train's `--init-from`), for the advice in errors."""
     from .loading import Source
-    directory = resolve(name_or_path)
+    directory = resolve(name_or_path, option)
     config = config_from_hf(read_hf_config(directory / CONFIG_FILE), directory / CONFIG_FILE)
+    check_config_against_header(directory, config)
     tokenizer, vocabulary = load_tokenizer(directory)
     is_dir = os.path.isdir(os.fspath(name_or_path))
     description = (f"{name_or_path} (Hugging Face GPT-2 directory)" if is_dir else
@@ -83,10 +85,11 @@ def open_source(name_or_path):
                   vocabulary_fix=("Restore the original file, or re-export the model" if char_vocab
                                   else f"Add the model's own {VOCAB_FILE} and {MERGES_FILE}, or "
                                        f"restore the original files"),
-                  weights=lambda model: _weights(directory, model), error=PretrainedError)
+                  weights=lambda model: _weights(directory, model), error=PretrainedError,
+                  config_file=str(directory / CONFIG_FILE))
 
 
-def resolve(name_or_path) -> Path:
+def resolve(name_or_path, option: str = "--model") -> Path:
     """The local directory holding the files: the path itself, or the Hub cache for a name."""
     path = Path(os.fspath(name_or_path)).expanduser()
     if path.is_dir():
@@ -94,9 +97,9 @@ def resolve(name_or_path) -> Path:
     text = str(name_or_path)
     name = text[len(HUB_ORG) + 1:] if text.startswith(HUB_ORG + "/") else text
     if name in GPT2_NAMES:
-        return download(name)
+        return download(name, option)
     if path.exists():
-        raise PretrainedError(f"{path} is a file; --model wants a directory holding {CONFIG_FILE} "
+        raise PretrainedError(f"{path} is a file; {option} wants a directory holding {CONFIG_FILE} "
                               f"and {WEIGHTS_FILE} (a Hugging Face GPT-2 directory), or a name")
     raise PretrainedError(f"{text!r} is neither a directory nor a GPT-2 name; give a training "
                           f"run (`tinygpt train --out {text}` makes one), a Hugging Face "
@@ -128,7 +131,7 @@ def _hub_reachable(endpoint: str, timeout: float = 5.0) -> bool:
     return True
 
 
-def download(name: str) -> Path:
+def download(name: str, option: str = "--model") -> Path:
     """The four files of openai-community/<name> in the Hub cache (fetched once); their folder.
 
     Files already in the cache are used without contacting the Hub (GPT-2's files never change),
@@ -142,7 +145,7 @@ def download(name: str) -> Path:
     except ImportError:
         raise PretrainedError(
             f"downloading {name!r} needs the optional package huggingface_hub: "
-            f"pip install 'tinygpt[hub]'. Or pass --model DIR, a local directory holding "
+            f"pip install 'tinygpt[hub]'. Or pass {option} DIR, a local directory holding "
             f"{', '.join(HUB_FILES)}") from None
     repo, offline = f"{HUB_ORG}/{name}", _offline()
     reachable = []                      # the Hub probe's answer, asked at the first cache miss
@@ -167,11 +170,11 @@ def download(name: str) -> Path:
             raise PretrainedError(
                 f"{repo}/{filename} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
                 f"and {why}. Connect to the internet (and unset HF_HUB_OFFLINE) to download it "
-                f"once, or pass --model DIR, a local directory holding "
+                f"once, or pass {option} DIR, a local directory holding "
                 f"{', '.join(HUB_FILES)}") from None
         except Exception as e:   # HTTP status, connection reset, disk full: say which file
             raise PretrainedError(f"downloading {repo}/{filename} failed ({type(e).__name__}: "
-                                  f"{e}); check the connection and retry, or pass --model DIR, "
+                                  f"{e}); check the connection and retry, or pass {option} DIR, "
                                   f"a local directory holding {', '.join(HUB_FILES)}") from e
     folders = {p.parent for p in paths}
     if len(folders) != 1:      # hf_hub_download puts one revision's files in one snapshot folder
@@ -271,6 +274,47 @@ def _weights(directory: Path, model: GPT):
         raise PretrainedError(f"{path}: {e}") from None
 
 
+_BLOCK = re.compile(r"h\.(\d+)\.")
+
+
+def check_config_against_header(directory: Path, config: GPTConfig) -> None:
+    """config.json's sizes against the shapes in model.safetensors' header (read alone, a few
+    kB), before a model is built from them: vocab_size and n_embd against wte, n_positions
+    against wpe, n_layer against the blocks h.0 ... h.N-1 the file holds. A config.json that
+    says vocab_size 1e9 would otherwise be built first (a 60 GB table of zeros) and fail there,
+    and n_layer 1e12 would build blocks until memory ran out. What the header does not show
+    is left to match_hf_keys, once the model exists."""
+    path, config_path = directory / WEIGHTS_FILE, directory / CONFIG_FILE
+    if not path.exists():
+        _refuse_other_formats(directory, path)
+    try:
+        with open_safetensors(path) as f:
+            shapes = {(k[len(_PREFIX):] if k.startswith(_PREFIX) else k): f.shape(k)
+                      for k in f.names()}
+    except SafetensorsError as e:
+        raise PretrainedError(str(e)) from None
+
+    def refuse(field, value, why):
+        return PretrainedError(f"{config_path}: {field} is {value:,}, but {path} {why}. Does "
+                               f"{CONFIG_FILE} belong to these weights?")
+
+    blocks = {int(m.group(1)) for m in map(_BLOCK.match, shapes) if m}
+    if len(blocks) != config.n_layer:
+        raise refuse("n_layer", config.n_layer, f"holds {len(blocks):,} "
+                     f"block{'' if len(blocks) == 1 else 's'} (h.0 ... h.N-1)")
+    for name, fields in (("wte.weight", (("vocab_size", config.vocab_size),
+                                         ("n_embd", config.n_embd))),
+                         ("wpe.weight", (("n_positions", config.block_size),
+                                         ("n_embd", config.n_embd)))):
+        shape = shapes.get(name)
+        if shape is None or len(shape) != 2:
+            continue                        # match_hf_keys names a missing or odd key
+        for axis, ((field, value), size) in enumerate(zip(fields, shape)):
+            if value != size:
+                raise refuse(field, value, f"has {name} of shape {list(shape)} "
+                             f"({size:,} {'rows' if axis == 0 else 'columns'})")
+
+
 def _check_tied_rows(f, lm_head: str, keys: dict, path: str) -> None:
     """lm_head.weight must equal wte (GPT-2 ties them), compared a block of rows at a
     time so that neither is ever whole in memory as float32."""
@@ -279,7 +323,7 @@ def _check_tied_rows(f, lm_head: str, keys: dict, path: str) -> None:
         span = (start, min(start + _TIE_ROWS, rows))
         head = f.read(lm_head, to_float32=True, rows=span)
         table = f.read(wte, to_float32=True, rows=span).astype(np.float32, copy=False)
-        if not np.array_equal(head, table):
+        if not np.array_equal(head, table, equal_nan=True):   # a nan: load_weights says where
             raise _untied(path, keys)
 
 

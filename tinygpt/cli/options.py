@@ -28,9 +28,26 @@ SEED = click.IntRange(0, 2**32 - 1)        # what NumPy's generators accept
 THREADS_HELP = TrainOptions.__dataclass_fields__["threads"].metadata["help"]   # said once
 
 
+def plural(n: int, word: str) -> str:
+    """"1 token", "2 tokens", "1,024 tokens"."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def check_threads(ctx, param, value):
+    """A click callback: --threads at most the cores this process may use (more only queue for
+    the same cores, and every parallel product waits for the thread that has none)."""
+    from tensor.kernels.threads import check_thread_count
+    if value is not None:
+        try:
+            check_thread_count(value)
+        except ValueError as e:
+            raise click.UsageError(str(e), ctx) from None
+    return value
+
+
 def threads_option(f):
     """`--threads N`, the same on every command."""
-    return click.option("--threads", type=POSITIVE, help=THREADS_HELP)(f)
+    return click.option("--threads", type=POSITIVE, callback=check_threads, help=THREADS_HELP)(f)
 
 
 def set_threads(threads: int | None) -> None:
@@ -95,6 +112,9 @@ def load_for_command(model_name, which: str = "best", weight_dtype: str = "float
 # Sampling: `sample` and `generate` share their options and their output
 # ----------------------------------------------------------------------------------------------
 
+MAX_SAMPLES = 1_000_000     # --num-samples past it is a slip of the keyboard, not a plan
+
+
 def sampling_options(f):
     """The options `sample` and `generate` share: same names, defaults and meanings."""
     options = [
@@ -103,7 +123,10 @@ def sampling_options(f):
                      help="Text to continue (or give it as the argument PROMPT). Empty: a new "
                           "document for a BPE model (<|endoftext|>), a newline for a character "
                           "model."),
-        click.option("--num-samples", type=POSITIVE, default=1, show_default=True),
+        click.option("--num-samples", type=click.IntRange(1, MAX_SAMPLES), default=1,
+                     show_default=True,
+                     help=f"How many samples to write (at most {MAX_SAMPLES:,}); they are decoded "
+                          f"together, as many at a time as fit in memory."),
         click.option("--max-new-tokens", type=POSITIVE, default=200, show_default=True),
         click.option("--temperature", type=Number(0), default=0.8, show_default=True,
                      help="Higher is more random; 0 always picks the likeliest token."),

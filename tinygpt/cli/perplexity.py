@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from .options import (MODEL_HELP, POSITIVE, checkpoint_option, dtype_option, load_for_command,
-                      set_threads, threads_option)
+                      plural, set_threads, threads_option)
 
 
 @click.command("perplexity")
@@ -47,9 +47,10 @@ def perplexity_cmd(file, model_name, stride, max_tokens, which, threads, dtype):
     stride = stride if stride is not None else max(1, block // 2)
     if stride > block:
         raise click.ClickException(f"--stride {stride} is larger than the model's context "
-                                   f"({block} tokens); some tokens would never be scored")
+                                   f"({plural(block, 'token')}); some tokens would never be scored")
     if len(ids) < 2:
-        raise click.ClickException(f"{file} holds {len(ids)} token(s); perplexity needs at least 2")
+        raise click.ClickException(f"{file} holds {plural(len(ids), 'token')}; perplexity needs "
+                                   f"at least 2")
     bar = None
 
     def progress(done, total):               # the total is known after the first window
@@ -62,5 +63,5 @@ def perplexity_cmd(file, model_name, stride, max_tokens, which, threads, dtype):
     finally:
         if bar is not None:
             bar.close()
-    click.echo(f"perplexity {ppl:.4f} over {n:,} tokens of {file} "
+    click.echo(f"perplexity {ppl:.4f} over {plural(n, 'token')} of {file} "
                f"(context {block}, stride {stride}) · {n / max(seconds, 1e-9):,.1f} tokens/s")
