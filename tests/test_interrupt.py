@@ -21,7 +21,8 @@ from tinygpt.train import TrainOptions, train
 # The child: hook one function so that its n-th call (where the condition holds) starts a
 # thread that sends `presses` SIGINTs `gap` seconds apart to this process, then run the CLI.
 CHILD = r"""
-import os, random, signal, sys, threading, time
+import faulthandler, os, random, signal, sys, threading, time
+faulthandler.dump_traceback_later(120, exit=True)     # a hang shows where, then fails the test
 where, nth, presses, gap = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 import tensor, tinygpt.checkpoint, tinygpt.model
 from tensor import optim

@@ -132,6 +132,9 @@ class TrainOptions:
             problem = _out_of_range(getattr(self, f.name), f.metadata)
             if problem:
                 raise ValueError(f"{flag(f.name)} must be {problem}, got {getattr(self, f.name)!r}")
+        if self.threads is not None:     # more threads than cores only queue (10x slower)
+            from tensor.kernels.threads import check_thread_count
+            check_thread_count(self.threads)
         if self.lr * self.weight_decay >= 1:
             raise ValueError(f"--weight-decay {self.weight_decay:g} with --lr {self.lr:g}: every "
                              f"step multiplies each weight by 1 - lr x weight decay = "
@@ -429,7 +432,7 @@ def init_from(opts: TrainOptions, given: set, log):
         raise ValueError(f"--init-from {opts.init_from} brings its own architecture: drop "
                          + ", ".join("--" + f.replace("_", "-") for f in fixed))
     try:
-        model, tokenizer, description = load_model(opts.init_from, log=log)
+        model, tokenizer, description = load_model(opts.init_from, log=log, option="--init-from")
     except LoadError as e:
         raise ValueError(f"--init-from: {e}") from None
     kind = "char" if getattr(tokenizer, "eot_token", None) is None else "gpt2"
