@@ -65,7 +65,7 @@ def read_text(path: str | Path | None = None) -> str:
                          f"convert it to UTF-8 first") from None
 
 
-def count(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
     """ "1 token", "2 tokens", "1,000 tokens" """
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
@@ -85,7 +85,7 @@ class Dataset:
         for name, part in (("training", train), ("validation", val)):
             if len(part) < block_size + 1:
                 raise ValueError(
-                    f"{source} is too short: its {name} part has {count(len(part), 'token')}, but one "
+                    f"{source} is too short: its {name} part has {plural(len(part), 'token')}, but one "
                     f"training example needs block_size + 1 = {block_size + 1}. Use a longer "
                     f"text (at least {int((block_size + 1) / min(val_fraction, 1 - val_fraction)) + 1}"
                     f" tokens) or a smaller --block-size.")
@@ -95,7 +95,7 @@ class Dataset:
         """x, y of shape (B, T): y is x shifted one token to the left (the next-token targets)."""
         data = self.train if split == "train" else self.val
         if len(data) < block_size + 1:
-            raise ValueError(f"the {split} split has {count(len(data), 'token')}, but one example needs "
+            raise ValueError(f"the {split} split has {plural(len(data), 'token')}, but one example needs "
                              f"block_size + 1 = {block_size + 1}; use a smaller --block-size")
         starts = rng.integers(0, len(data) - block_size, size=batch_size)      # (B,)
         offsets = starts[:, None] + np.arange(block_size)                      # (B, T)
@@ -177,7 +177,7 @@ def open_prepared(data_dir, block_size: int | None = None) -> tuple[Dataset, dic
         texts = sorted(data_dir.glob("*.txt"))
         what = f"{data_dir} is a directory but not a prepared dataset (no meta.json, train.bin or val.bin)"
         if texts:
-            raise ValueError(f"{what}. To train on its {count(len(texts), '*.txt file')}, tokenize "
+            raise ValueError(f"{what}. To train on its {plural(len(texts), '*.txt file')}, tokenize "
                              f"them once with `tinygpt prepare {data_dir} --out DATA_DIR`, then "
                              f"train with `--data DATA_DIR`; --data also takes one UTF-8 text file.")
         raise ValueError(f"{what}. --data takes a UTF-8 text file, or a directory written by "
@@ -203,7 +203,7 @@ def open_prepared(data_dir, block_size: int | None = None) -> tuple[Dataset, dic
         splits[split] = np.memmap(path, dtype=dtype, mode="r")                 # (N,) no copy
         _expect_random_reads(splits[split])
         if block_size is not None and len(splits[split]) < block_size + 1:
-            raise ValueError(f"{path} holds {count(len(splits[split]), 'token')}, but one training example "
+            raise ValueError(f"{path} holds {plural(len(splits[split]), 'token')}, but one training example "
                              f"needs block_size + 1 = {block_size + 1}; use a smaller --block-size")
     if meta.get("assumed"):
         # A cheap sanity check of the assumption (the first million ids, not the corpus).
@@ -223,11 +223,11 @@ def describe_prepared(data_dir, meta: dict) -> str:
     if isinstance(meta.get("vocab_size"), int):
         line += f", vocabulary {meta['vocab_size']:,}"
     if isinstance(meta.get("train_tokens"), int) and isinstance(meta.get("val_tokens"), int):
-        line += f", {meta['train_tokens']:,} train + {count(meta['val_tokens'], 'val token')}"
+        line += f", {meta['train_tokens']:,} train + {plural(meta['val_tokens'], 'val token')}"
     line += f" ({meta['dtype']})"
     src = meta.get("source")
     if isinstance(src, dict) and src.get("path"):
-        docs = f" in {count(src['documents'], 'document')}" if src.get("separator") else ""
+        docs = f" in {plural(src['documents'], 'document')}" if src.get("separator") else ""
         line += (f", prepared from {src['path']} ({src.get('bytes', 0):,} bytes{docs}, "
                  f"sha256 {str(src.get('sha256'))[:12]}...)")
     return f"{line}\n{meta['notice']}" if meta.get("notice") else line
@@ -438,7 +438,7 @@ def _write_dataset(source, files, partial: Path, kind: str, val_fraction: float,
         raise ValueError(_empty_message(source, files))
     n_train = int(n_tokens * (1 - val_fraction))          # as Dataset.from_ids splits
     if n_train < 1 or n_tokens - n_train < 1:
-        raise ValueError(f"{source} gives only {count(n_tokens, 'token')}: too few to split into "
+        raise ValueError(f"{source} gives only {plural(n_tokens, 'token')}: too few to split into "
                          f"training and validation parts with --val-fraction {val_fraction}")
     _move_tail(train_file, val_file, n_train, np.dtype(DTYPES[dtype]))
     _kill_point("split")

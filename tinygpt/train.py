@@ -38,7 +38,7 @@ from tensor import optim
 
 from . import checkpoint as ckpt
 from . import distributed as dist
-from .dataset import Dataset, count, describe_prepared, open_prepared, read_text
+from .dataset import Dataset, describe_prepared, open_prepared, plural, read_text
 from .distributed import micro_batches
 from .evaluate import estimate_loss
 from .loading import load_model
@@ -672,7 +672,7 @@ def _data_and_model(opts: TrainOptions, saved, given: set, log):
                          f"the model's tokenizer")
     for split, ids in (("train", data.train), ("val", data.val)):
         if len(ids) < model_cfg.block_size + 1:
-            raise ValueError(f"{source}: its {split} split holds {count(len(ids), 'token')}, but one "
+            raise ValueError(f"{source}: its {split} split holds {plural(len(ids), 'token')}, but one "
                              f"example needs block_size + 1 = {model_cfg.block_size + 1}; "
                              f"use a smaller --block-size")
     return data, tokenizer, model_cfg, pretrained, checksum

@@ -13,7 +13,8 @@ import time
 
 import click
 
-from .options import (MODEL_HELP, dtype_option, load_for_command, pick_prompt, plural,
+from ..dataset import plural
+from .options import (MODEL_HELP, dtype_option, load_for_command, pick_prompt,
                       prompt_ids, run_option, sampling_options, set_threads)
 
 

@@ -28,9 +28,6 @@ SEED = click.IntRange(0, 2**32 - 1)        # what NumPy's generators accept
 THREADS_HELP = TrainOptions.__dataclass_fields__["threads"].metadata["help"]   # said once
 
 
-def plural(n: int, word: str) -> str:
-    """"1 token", "2 tokens", "1,024 tokens"."""
-    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
 def check_threads(ctx, param, value):

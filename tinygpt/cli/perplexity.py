@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import click
 
+from ..dataset import plural
 from .options import (MODEL_HELP, POSITIVE, checkpoint_option, dtype_option, load_for_command,
-                      plural, set_threads, threads_option)
+                      set_threads, threads_option)
 
 
 @click.command("perplexity")
