@@ -681,16 +681,8 @@ class _writer_lock:
 
 def _fsync(path: Path) -> None:
     """Flush a file's (or a directory's entries') writes to the disk: best effort."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    from tensor.io import _fsync_directory        # opens read-only and fsyncs: a file works too
+    _fsync_directory(str(path))
 
 
 def _kill_point(step: str) -> None:
