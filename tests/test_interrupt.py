@@ -158,3 +158,24 @@ def test_a_press_inside_a_step_does_not_wait_for_the_step(tmp_path):
     assert proc.returncode == 130, proc.stderr[-3000:]
     assert "interrupted: checkpoint saved at iteration 0" in proc.stdout
     assert load_run(out, which="latest")[2]["iteration"] == 0
+
+
+def test_a_press_while_the_command_starts_exits_quietly():
+    """Ctrl-C while Python still imports the commands (the first half second) printed a
+    KeyboardInterrupt traceback from inside an import. The `tinygpt` entry point catches it:
+    exit 130, one word, no traceback. The child presses while `tinygpt.cli` is being imported."""
+    code = ("import builtins, os, signal, sys, time\n"
+            "real = builtins.__import__\n"
+            "def importing(name, *a, **k):\n"
+            "    if name == 'tinygpt.cli':\n"
+            "        os.kill(os.getpid(), signal.SIGINT)\n"
+            "        time.sleep(2)\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = importing\n"
+            "from tinygpt.__main__ import run\n"
+            "sys.argv = ['tinygpt', '--help']\n"
+            "run()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert proc.stderr.strip() == "interrupted" and proc.stdout == ""
