@@ -181,7 +181,7 @@ RECIPES = {
     # per evaluation against 50 min of steps between two); 20 add about 5%
     "shakespeare-char": dict(batch_size=64, max_iters=5000, lr=1e-3, min_lr=1e-4,
                              warmup_iters=100, beta2=0.99, eval_interval=250, eval_iters=20,
-                             tokenizer="char", time="~17 h on 2 cores, 6 GB"),
+                             tokenizer="char", time="~19 h on 2 cores, 6 GB"),
 }
 # GPT-2 from scratch: nanoGPT's train_gpt2.py (batch 12 x 40 accumulated, 600k iterations) --
 # far beyond a CPU, listed so the presets mean the same as there; fine-tune them instead
