@@ -100,6 +100,13 @@ def check_resumes_to(out, proc, reference_dir):
           given=set())
     assert_same_weights(final_weights(out), final_weights(reference_dir))
     assert evaluations(out) == evaluations(reference_dir)
+    assert best(out) == best(reference_dir)
+
+
+def best(out):
+    """The best checkpoint's iteration and losses, as `sample` and `export` would choose it."""
+    config = load_run(out, which="best")[2]
+    return config["iteration"], config["val_loss"], config["best_val_loss"]
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +186,104 @@ def test_a_press_while_the_command_starts_exits_quietly():
                           timeout=120)
     assert proc.returncode == 130, proc.stderr[-3000:]
     assert proc.stderr.strip() == "interrupted" and proc.stdout == ""
+
+
+# ----- in this process: a signal at an exact point, so the outcome is exact too -----------------
+def _signal_inside(monkeypatch, owner, name, nth, when=lambda *a, **k: True):
+    """Send this process SIGINT from inside the n-th call of owner.name (where `when` holds):
+    the handler runs at the next bytecode, inside that call."""
+    import signal
+    original, calls = getattr(owner, name), [0]
+
+    def wrapper(*a, **k):
+        if when(*a, **k):
+            calls[0] += 1
+            if calls[0] == nth:
+                os.kill(os.getpid(), signal.SIGINT)
+        return original(*a, **k)
+    monkeypatch.setattr(owner, name, wrapper)
+
+
+def test_a_press_inside_a_step_drops_exactly_that_step(tmp_path, monkeypatch, reference_run):
+    """A press in the forward of step 6 (iteration 5) drops it: the checkpoint is iteration 5,
+    with the random streams as before that step, and the resume ends on the reference. A loop
+    that only stopped at the next step boundary would save iteration 6."""
+    import signal
+    from helpers import run_tiny
+    from tinygpt.model import GPT
+    before = signal.getsignal(signal.SIGINT)
+    _signal_inside(monkeypatch, GPT, "forward", 6, lambda self, *a, **k: self.training)
+    lines = []
+    result = train(TrainOptions(**{**TINY, "out": str(tmp_path / "run")}), progress=False,
+                   log=lines.append)
+    assert result.interrupted and result.iterations == 5
+    assert "interrupted: checkpoint saved at iteration 5" in "\n".join(lines)
+    assert signal.getsignal(signal.SIGINT) is before        # the handler is put back
+    monkeypatch.undo()
+    run_tiny(tmp_path / "run", resume=True)
+    assert_same_weights(final_weights(tmp_path / "run"), final_weights(reference_run))
+    assert evaluations(tmp_path / "run") == evaluations(reference_run)
+
+
+def test_a_press_inside_an_evaluation_drops_it_and_the_resume_does_it(tmp_path, monkeypatch,
+                                                                      reference_run):
+    """A press in the evaluation at iteration 4 saves iteration 4 without it (no metrics row, no
+    val_loss); the resume evaluates 4 again, and the best checkpoint is the reference's."""
+    from helpers import run_tiny
+    from tinygpt.model import GPT
+    _signal_inside(monkeypatch, GPT, "forward", 6, lambda self, *a, **k: not self.training)
+    out = tmp_path / "run"
+    result = train(TrainOptions(**{**TINY, "out": str(out)}), progress=False, log=lambda *a: None)
+    assert result.interrupted and result.iterations == 4
+    assert [r[0] for r in evaluations(out)] == ["0"]
+    assert load_run(out, which="latest")[2]["val_loss"] is None
+    monkeypatch.undo()
+    run_tiny(out, resume=True)
+    assert_same_weights(final_weights(out), final_weights(reference_run))
+    assert evaluations(out) == evaluations(reference_run)
+    assert best(out) == best(reference_run)
+
+
+def test_presses_one_two_three():
+    """The handler itself: the first press asks to stop (and abandons discardable work), the
+    second changes nothing, the third stops at once."""
+    from tinygpt.train import Discarded, _Stop
+    stop = _Stop()
+    with pytest.raises(Discarded), stop.discardable():
+        stop._handle(2, None)
+    assert stop.requested and stop.presses == 1
+    stop._handle(2, None)                                  # not discardable: only counted
+    assert stop.presses == 2
+    with pytest.raises(KeyboardInterrupt):
+        stop._handle(2, None)
+    with pytest.raises(Discarded), stop.discardable():     # asked before: skipped at once
+        raise AssertionError("the work should not start")
+    with stop.discardable(enabled=False):                  # under MPI: never abandoned
+        pass
+
+
+def test_a_third_press_inside_a_save_keeps_the_last_complete_checkpoint(tmp_path, monkeypatch,
+                                                                        reference_run):
+    """KeyboardInterrupt (the third press) while the second checkpoint is being written: the
+    save leaves no debris, the run says which checkpoint stands, and the resume ends on the
+    reference."""
+    from helpers import run_tiny
+    from tinygpt import checkpoint as ckpt
+    real, calls = ckpt.save_safetensors, []
+
+    def third_press(path, *a, **k):
+        calls.append(path)
+        if len(calls) == 4:                   # the optimizer file of the second save
+            raise KeyboardInterrupt
+        return real(path, *a, **k)
+    monkeypatch.setattr(ckpt, "save_safetensors", third_press)
+    out, lines = tmp_path / "run", []
+    result = train(TrainOptions(**{**TINY, "out": str(out)}), progress=False, log=lines.append)
+    assert result.interrupted and result.iterations == 0
+    assert any("stopped at once at iteration 4; the last complete checkpoint (iteration 0)"
+               in line for line in lines)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    monkeypatch.undo()
+    run_tiny(out, resume=True)
+    assert_same_weights(final_weights(out), final_weights(reference_run))
+    assert best(out) == best(reference_run)

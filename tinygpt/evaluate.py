@@ -28,12 +28,11 @@ def estimate_loss(model, data, batch_size: int, block_size: int, eval_iters: int
     each (total = 2 * eval_iters, both splits)."""
     from . import distributed as dist
     world = world or dist.World()
-    was_training = model.training
-    model.eval()
-    losses = {}
-    if progress is not None:
-        progress(0, 2 * eval_iters)
+    was_training, losses = model.training, {}
     try:
+        model.eval()
+        if progress is not None:
+            progress(0, 2 * eval_iters)
         with tensor.no_grad():
             for s, split in enumerate(("train", "val")):
                 rng = np.random.default_rng([*seed, split == "val"])
@@ -80,10 +79,10 @@ def strided_perplexity(model, ids, stride: int | None = None, progress=None):
     total = n - 1 - ((n - 1) // T if stride == T else 0)     # the tokens that will be scored
     total_nll, scored, prev_end, t0 = 0.0, 0, 0, time.perf_counter()
     was_training = model.training
-    model.eval()
-    if progress is not None:
-        progress(0, total)
     try:
+        model.eval()
+        if progress is not None:
+            progress(0, total)
         with tensor.no_grad():
             for begin in range(0, n - 1, stride):
                 end = min(begin + T, n)                 # the window is ids[begin:end]

@@ -513,7 +513,7 @@ class Run:
     saved: dict | None = None     # on resume: the config.json continued from
     last_saved: int | None = None  # the iteration of the newest complete checkpoint
     iteration: int = 0             # the steps done so far (run_loop moves it)
-    start_evaluated: bool = False  # on resume: metrics.csv has the evaluation at start_iter
+    start_evaluated: bool = False  # on resume: the checkpoint holds its evaluation (val_loss)
 
     @property
     def resuming(self) -> bool:
@@ -690,12 +690,10 @@ def _restore(run: Run, start, changes: list, log) -> None:
     else:                                                 # every rank's stream (over MPI)
         run.dropout_rng.bit_generator.state = rng_states["dropout_ranks"][world.rank]
     run.last_saved = run.start_iter
-    evaluated = False
+    # a Ctrl-C during an evaluation saves the run without it (val_loss None): evaluate again
+    run.start_evaluated = run.saved.get("val_loss") is not None
     if world.is_main:
-        evaluated = run.start_iter in _truncate_metrics(run.out / ckpt.METRICS_FILE,
-                                                        run.start_iter)
-    # a Ctrl-C during an evaluation saves the run without it: the resumed run evaluates again
-    run.start_evaluated = dist.any_rank(evaluated, world)
+        _truncate_metrics(run.out / ckpt.METRICS_FILE, run.start_iter, run.start_evaluated)
     log(f"resuming {start.describe()} toward iteration {run.opts.max_iters}")
     if changes:                           # a "(...)" entry is a note on the change before it
         log("changed on resume: " + ", ".join(c for c in changes if not c.startswith("("))
@@ -742,24 +740,32 @@ def run_loop(run: Run, log=print, progress: bool = True, stop: "_Stop | None" = 
                 bar.close()
                 if run.last_saved != it:
                     _save_or_explain(run, it, None)
+            bar.close()
+            wall = time.perf_counter() - start_time
+            if interrupted:
+                log(f"interrupted: checkpoint saved at iteration {it} in {run.out}; continue the "
+                    f"same run with `tinygpt train --resume --out {run.out}`")
+            best = (f"best val loss {run.best_val:.4f}" if math.isfinite(run.best_val) else
+                    "no evaluation finished")
+            log(f"{best} · {it} iterations · wall time {wall:.1f} s")
         except KeyboardInterrupt:       # a third Ctrl-C: stop at once, even mid-save
             bar.close()
-            last = run.last_saved
-            log(f"stopped at once at iteration {run.iteration}; " +
-                (f"the last complete checkpoint (iteration {last}) is kept. Continue with "
-                 f"`tinygpt train --resume --out {run.out}`" if last is not None else
-                 "no checkpoint was complete yet: start the run again"))
-            return TrainResult(last or 0, run.best_val, time.perf_counter() - start_time,
-                               True, history)
-        bar.close()
-        wall = time.perf_counter() - start_time
-        if interrupted:             # (still inside `with stop`: a late press changes nothing)
-            log(f"interrupted: checkpoint saved at iteration {it} in {run.out}; continue the "
-                f"same run with `tinygpt train --resume --out {run.out}`")
-        best = (f"best val loss {run.best_val:.4f}" if math.isfinite(run.best_val) else
-                "no evaluation finished")
-        log(f"{best} · {it} iterations · wall time {wall:.1f} s")
+            if world.size > 1:          # every rank must stop: abort_on_error aborts them all
+                raise
+            return _stopped_at_once(run, log, history, start_time)
     return TrainResult(it, run.best_val, wall, interrupted, history)
+
+
+def _stopped_at_once(run: Run, log, history: list, start_time: float) -> TrainResult:
+    """A third Ctrl-C: no save. Saves are atomic, so the newest complete checkpoint on disk
+    (perhaps one whose pruning was cut short) is where the run continues."""
+    done = ckpt.list_checkpoints(run.out)
+    last = done[-1].iteration if done else None
+    log(f"stopped at once at iteration {run.iteration}; " +
+        (f"the last complete checkpoint (iteration {last}) is kept. Continue with "
+         f"`tinygpt train --resume --out {run.out}`" if last is not None else
+         "no checkpoint was complete yet: start the run again"))
+    return TrainResult(last or 0, run.best_val, time.perf_counter() - start_time, True, history)
 
 
 def _loop(run: Run, bar, stop: _Stop, on_iter, reducer, history: list, start_time) -> int:
@@ -782,8 +788,8 @@ def _loop(run: Run, bar, stop: _Stop, on_iter, reducer, history: list, start_tim
             return it
         if on_iter is not None:
             on_iter(it, stop, model)
-        if dist.any_rank(stop.requested, world):      # every rank stops at one step
-            raise Discarded
+        if dist.any_rank(stop.requested, world):      # every rank stops at one step:
+            raise Discarded                           # nothing to drop, save and stop
         t0 = time.perf_counter()
         loss = train_step(run, lr, reducer, stop)
         if not math.isfinite(loss):
@@ -814,10 +820,11 @@ def train_step(run: Run, lr: float, reducer, stop: "_Stop | None" = None) -> flo
     opts, model, world = run.opts, run.model, run.world
     G, T = opts.grad_accum, model.config.block_size
     streams = (run.batch_rng.bit_generator.state, run.dropout_rng.bit_generator.state)
+    stop = stop or _Stop()              # (one not entered: no signal reaches it)
     loss_value = 0.0
     draw = lambda rng: run.data.batch("train", opts.batch_size, T, rng)     # noqa: E731
     try:
-        with stop.discardable(world.size == 1) if stop else contextlib.nullcontext():
+        with stop.discardable(world.size == 1):
             model.zero_grad()
             for x, y in micro_batches(run.batch_rng, draw, G, world.rank, world.size):
                 _, loss = model(x, y)
@@ -969,18 +976,17 @@ def _append_metrics(path: Path, row: dict):
         f.flush()
 
 
-def _truncate_metrics(path: Path, last_iter: int) -> set:
-    """Drop rows written after the checkpoint we resume from (a crash may leave some);
-    returns the iterations of the rows kept."""
+def _truncate_metrics(path: Path, last_iter: int, keep_last: bool = True):
+    """Drop rows written after the checkpoint we resume from (a crash may leave some), and
+    its own row unless keep_last (the checkpoint holds no evaluation: it is done again)."""
     from tensor.io import atomic_write_bytes
-    keep, iters = [METRICS_HEADER], set()
+    keep = [METRICS_HEADER]
     if path.exists():
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines()[1:]:
             try:
-                if int(line.split(",")[0]) <= last_iter:
-                    keep.append(line)
-                    iters.add(int(line.split(",")[0]))
+                row_iter = int(line.split(",")[0])
             except ValueError:
                 continue                  # a line cut short by a kill
+            if row_iter < last_iter or (row_iter == last_iter and keep_last):
+                keep.append(line)
     atomic_write_bytes(path, ("\n".join(keep) + "\n").encode())
-    return iters

@@ -76,8 +76,9 @@ def train_cmd(ctx, resume, overwrite, quiet, **kwargs):
     \b
     Every evaluation saves a checkpoint; --out keeps the latest (for --resume) and the best
     (lowest val loss, what `sample` and `export` use). Ctrl-C stops within about a second and
-    saves (a step or an evaluation in progress is dropped and done again on --resume); the
-    printed command continues the same run. A fresh run never writes into a non-empty --out.
+    saves (a step or an evaluation in progress is dropped and done again on --resume; under
+    MPI the ranks finish the step first); the printed command continues the same run. A fresh
+    run never writes into a non-empty --out.
     """
     from ..checkpoint import CheckpointError
     from ..train import NonFiniteLoss, train
@@ -94,11 +95,12 @@ def train_cmd(ctx, resume, overwrite, quiet, **kwargs):
     except NonFiniteLoss as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:         # Ctrl-C before the loop began (reading data, the model)
-        from ..checkpoint import is_checkpoint
-        then = (f"the run in {opts.out} is as it was; continue it with `tinygpt train --resume "
-                f"--out {opts.out}`" if is_checkpoint(opts.out) else "nothing was saved")
-        click.echo(f"interrupted before training began: {then}", err=True)
+    except KeyboardInterrupt:         # Ctrl-C outside the loop (reading the data, the model),
+        from ..checkpoint import is_checkpoint     # or a third one under MPI
+        then = (f"the last complete checkpoint in {opts.out} stands; continue with `tinygpt "
+                f"train --resume --out {opts.out}`" if is_checkpoint(opts.out) else
+                "no checkpoint was saved")
+        click.echo(f"interrupted: {then}", err=True)
         sys.exit(130)
     if result.interrupted:
         sys.exit(130)
