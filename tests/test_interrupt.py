@@ -135,6 +135,18 @@ def test_two_presses_lose_nothing(tmp_path, reference_run, where, nth):
     check_resumes_to(out, proc, reference_run)
 
 
+CLOSE = [("step", 3), ("backward", 5), ("update", 2), ("eval", 6), ("save", 4), ("json", 3)]
+
+
+@pytest.mark.parametrize("where, nth", CLOSE, ids=[f"{w}-{n}" for w, n in CLOSE])
+def test_two_presses_5_ms_apart_lose_nothing(tmp_path, reference_run, where, nth):
+    """The same, with the second press so close that a tiny run is still saving or training
+    when it comes (0.05 s apart, a tiny run has often exited by then)."""
+    out = tmp_path / "run"
+    proc = press_during(out, where, nth, gap=0.005)
+    check_resumes_to(out, proc, reference_run)
+
+
 @pytest.mark.parametrize("nth", [1, 2, 3, 4])
 def test_two_presses_at_a_random_moment_lose_nothing(tmp_path, long_reference, nth):
     out = tmp_path / "run"
