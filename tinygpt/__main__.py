@@ -9,6 +9,7 @@ import sys
 
 def run():
     def interrupted(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)       # a second press changes nothing
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     previous = signal.signal(signal.SIGINT, interrupted)

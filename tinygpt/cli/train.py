@@ -6,6 +6,7 @@ refused as click refuses any bad value: the option named, exit 2) and adds the f
 how to run rather than what to train (--resume, --overwrite, --quiet)."""
 from __future__ import annotations
 
+import signal
 import sys
 from dataclasses import MISSING, fields
 
@@ -101,6 +102,8 @@ def train_cmd(ctx, resume, overwrite, quiet, **kwargs):
                 f"train --resume --out {opts.out}`" if is_checkpoint(opts.out) else
                 "no checkpoint was saved")
         click.echo(f"interrupted: {then}", err=True)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         sys.exit(130)
     if result.interrupted:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # a late second press: the work is saved
         sys.exit(130)
