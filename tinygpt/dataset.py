@@ -424,8 +424,8 @@ def _write_dataset(source, files, partial: Path, kind: str, val_fraction: float,
     _kill_point("vocabulary")
     dtype = "uint16" if tok.vocab_size <= 1 << 16 else "uint32"
     if workers is None:                                   # the cores this process may use
-        workers = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                   else os.cpu_count() or 1)
+        from tensor.kernels.threads import usable_cores
+        workers = usable_cores()
     if kind == "char" or total_bytes <= 4 * chunk_chars:
         workers = 1     # char ids are a NumPy lookup; a few chunks are not worth starting a pool
 

@@ -610,8 +610,8 @@ def _use_threads(opts: TrainOptions, world) -> None:
     """--threads, or under MPI the cores of this machine shared among its ranks."""
     threads = opts.threads
     if threads is None and world.size > 1:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        threads = max(1, (cores or 1) // world.local_size)
+        from tensor.kernels.threads import usable_cores
+        threads = max(1, usable_cores() // world.local_size)
     if threads:
         from tensor.kernels import set_num_threads
         set_num_threads(threads)
